@@ -1,0 +1,133 @@
+"""Parquet on any pyarrow filesystem → in-memory tensors, with errors that name the fix.
+
+The dataset's schema metadata may carry `deepyard.shape` (the per-sample input shape,
+JSON) and `deepyard.num_classes`; `deepyard data prepare` writes both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import torch
+
+from deepyard.errors import DataError
+
+SHAPE_KEY = b"deepyard.shape"
+CLASSES_KEY = b"deepyard.num_classes"
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def open_dataset(uri: str) -> ds.Dataset:
+    try:
+        if is_local(uri):
+            path = uri.removeprefix("file://")
+            if not Path(path).exists():
+                raise DataError(
+                    f"{path} does not exist; check the path or run `deepyard data prepare`"
+                )
+            return ds.dataset(path, format="parquet")
+        fs, path = pafs.FileSystem.from_uri(uri)
+        return ds.dataset(path, filesystem=fs, format="parquet")
+    except DataError:
+        raise
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"cannot open Parquet dataset {uri}: {exc}") from exc
+
+
+def check_columns(uri: str, columns: list[str]) -> ds.Dataset:
+    dataset = open_dataset(uri)
+    missing = [c for c in columns if c not in dataset.schema.names]
+    if missing:
+        raise DataError(
+            f"column {', '.join(missing)} not found; the dataset has: "
+            f"{', '.join(dataset.schema.names)} (set data.features / data.label)"
+        )
+    return dataset
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """A whole split in memory: inputs (N, *input_shape) float32, labels (N,) int64."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def read_split(uri: str, features: str, label: str) -> TensorData:
+    dataset = check_columns(uri, [features, label])
+    try:
+        table = dataset.to_table(columns=[features, label])
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise DataError(f"cannot read {uri}: {exc}; the file may be corrupt or truncated") from exc
+    if table.num_rows == 0:
+        raise DataError(f"{uri} has no rows; point data.train/data.eval at a non-empty dataset")
+    meta = dataset.schema.metadata or {}
+    inputs = _features_to_numpy(table.column(features), uri, features)
+    shape = tuple(json.loads(meta[SHAPE_KEY])) if SHAPE_KEY in meta else inputs.shape[1:]
+    labels = _labels_to_numpy(table.column(label), uri, label)
+    num_classes = int(meta[CLASSES_KEY]) if CLASSES_KEY in meta else int(labels.max()) + 1
+    return TensorData(
+        inputs=torch.from_numpy(inputs).reshape(len(labels), *shape),
+        labels=torch.from_numpy(labels),
+        input_shape=tuple(int(s) for s in shape),
+        num_classes=num_classes,
+    )
+
+
+def _features_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarray:
+    arr = column.combine_chunks()
+    if pa.types.is_fixed_size_list(arr.type) or pa.types.is_list(arr.type):
+        width = arr.type.list_size if pa.types.is_fixed_size_list(arr.type) else None
+        values = arr.flatten().to_numpy(zero_copy_only=False)
+        width = width or (len(values) // len(arr) if len(arr) else 0)
+        if width == 0 or len(values) != width * len(arr):
+            raise DataError(f"{uri}: column {name!r} has lists of different lengths; pad them")
+        return values.astype(np.float32, copy=False).reshape(len(arr), width)
+    if pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type):
+        return arr.to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(arr), 1)
+    raise DataError(
+        f"{uri}: column {name!r} has type {arr.type}; features must be numbers or lists of "
+        "numbers (convert it with `deepyard data prepare` or pick another column)"
+    )
+
+
+def _labels_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarray:
+    if not pa.types.is_integer(column.type):
+        raise DataError(
+            f"{uri}: label column {name!r} has type {column.type}; labels must be integer "
+            "class ids 0..C-1"
+        )
+    labels = column.to_numpy().astype(np.int64)
+    if labels.min() < 0:
+        raise DataError(f"{uri}: label column {name!r} has negative values; use ids 0..C-1")
+    return labels
+
+
+def write_split(path: Path, inputs: np.ndarray, labels: np.ndarray, num_classes: int) -> None:
+    """Write one split atomically: features as fixed-size float32 lists + shape metadata."""
+    flat = inputs.reshape(len(inputs), -1).astype(np.float32)
+    values = pa.array(flat.ravel(), type=pa.float32())
+    feats = pa.FixedSizeListArray.from_arrays(values, flat.shape[1])
+    table = pa.table({"features": feats, "label": pa.array(labels.astype(np.int64))})
+    table = table.replace_schema_metadata(
+        {SHAPE_KEY: json.dumps(list(inputs.shape[1:])), CLASSES_KEY: str(num_classes)}
+    )
+    tmp = path.with_suffix(".tmp")
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, tmp, compression="zstd", row_group_size=8192)
+    tmp.replace(path)

@@ -1,0 +1,24 @@
+"""Checks that look outside the spec (files, schemas), run once at the edge before launch."""
+
+from __future__ import annotations
+
+from deepyard.errors import DataError, SpecError
+from deepyard.spec.job import JobSpec
+
+
+def check_data_paths(spec: JobSpec, source: str) -> None:
+    """Local Parquet sources must exist and hold the named columns; remote URIs are
+    checked by the workers that read them."""
+    from deepyard.data import parquet
+
+    problems = []
+    for field in ("train", "eval"):
+        uri = getattr(spec.data, field)
+        if uri is None or not parquet.is_local(uri):
+            continue
+        try:
+            parquet.check_columns(uri, [spec.data.features, spec.data.label])
+        except DataError as exc:
+            problems.append(f"data.{field} = {uri!r}: {exc}")
+    if problems:
+        raise SpecError(problems, source)

@@ -1,0 +1,227 @@
+"""The job spec: what a user writes in job.yaml, validated once at the edge.
+
+Every model forbids unknown keys, so a typo is an error that suggests the right key,
+never a silently ignored setting. Cross-field rules live in `JobSpec` validators and
+raise messages that name the field, the value and the fix.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+NOT_YET = "is not yet supported by this deepyard version"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelSpec(_Spec):
+    """Which registered model to build, and the arguments its builder takes."""
+
+    name: str = Field(description="Registered model name; `deepyard models list` shows them.")
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the model builder."
+    )
+
+    @model_validator(mode="after")
+    def _known_model(self) -> ModelSpec:
+        from deepyard.models import registry
+
+        registry.check(self.name, self.args)
+        return self
+
+
+class DataSpec(_Spec):
+    """Where training data comes from and how each worker batches it."""
+
+    dataset: str | None = Field(
+        default=None,
+        description="A packaged dataset (fashion-mnist, digits), prepared into the local "
+        "cache on first use. Use instead of `train`/`eval`.",
+    )
+    train: str | None = Field(default=None, description="Parquet file or directory for training.")
+    eval: str | None = Field(default=None, description="Parquet file or directory for evaluation.")
+    features: str = Field(default="features", description="Column holding the model input.")
+    label: str = Field(default="label", description="Column holding the integer class label.")
+    batch_size: PositiveInt | None = Field(
+        default=None, description="Micro-batch size per worker (DeepSpeed's micro batch)."
+    )
+    global_batch_size: PositiveInt | None = Field(
+        default=None,
+        description="Samples per optimizer step over all workers; alternative to batch_size. "
+        "Must divide by num_workers x gradient_accumulation.",
+    )
+    shuffle: bool = Field(default=True, description="Reshuffle the training rows every epoch.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if self.dataset is None and self.train is None:
+            raise ValueError(
+                "name a training source: set data.dataset (e.g. fashion-mnist) "
+                "or data.train (a Parquet path)"
+            )
+        if self.dataset is not None and (self.train or self.eval):
+            raise ValueError(
+                "data.dataset and data.train/data.eval are alternatives; keep one of them"
+            )
+        if self.batch_size is None and self.global_batch_size is None:
+            raise ValueError("set data.batch_size (per worker) or data.global_batch_size")
+        if self.batch_size is not None and self.global_batch_size is not None:
+            raise ValueError(
+                "data.batch_size and data.global_batch_size are alternatives; keep one of them"
+            )
+        if self.dataset is not None:
+            from deepyard.data import packaged
+
+            packaged.check_name(self.dataset)
+        return self
+
+
+class OptimizerSpec(_Spec):
+    """The optimizer and its learning-rate schedule."""
+
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(default=1e-3, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(default=0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="SGD momentum.")
+    schedule: Literal["constant", "linear", "cosine"] = Field(
+        default="cosine", description="Decay after warmup, down to min_lr_ratio x lr."
+    )
+    warmup_steps: int = Field(default=0, ge=0)
+    min_lr_ratio: float = Field(default=0.0, ge=0, le=1)
+    grad_clip: float | None = Field(default=1.0, gt=0, description="Max gradient norm; null: off.")
+
+
+class TrainingSpec(_Spec):
+    """How long to train, and how often to log and evaluate."""
+
+    max_steps: PositiveInt | None = Field(default=None, description="Optimizer steps to run.")
+    epochs: PositiveInt | None = Field(default=None, description="Passes over the training data.")
+    gradient_accumulation: PositiveInt = 1
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    seed: int = Field(default=0, ge=0)
+    log_every_steps: PositiveInt = 10
+    eval_every_steps: PositiveInt | None = Field(
+        default=None, description="Evaluate during training every N steps; always at the end."
+    )
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainingSpec:
+        if self.max_steps is None and self.epochs is None:
+            raise ValueError("set training.max_steps or training.epochs")
+        if self.max_steps is not None and self.epochs is not None:
+            raise ValueError("training.max_steps and training.epochs are alternatives; keep one")
+        return self
+
+
+class ResourcesSpec(_Spec):
+    """What each worker needs; the job gets all workers at once or waits."""
+
+    num_workers: PositiveInt = 1
+    cpus_per_worker: PositiveInt = 1
+    gpus_per_worker: int = Field(default=0, ge=0)
+
+
+class ParallelismSpec(_Spec):
+    """DeepSpeed ZeRO data parallelism (pipeline and tensor parallelism come later)."""
+
+    zero_stage: int = Field(default=0, ge=0, le=3, description="ZeRO stage 0, 1, 2 or 3.")
+    offload_optimizer: Literal["none", "cpu"] = "none"
+    offload_params: Literal["none", "cpu"] = Field(
+        default="none", description="Parameter offload; ZeRO stage 3 only."
+    )
+    pipeline: PositiveInt = Field(default=1, description="Pipeline stages (not yet supported).")
+    tensor: PositiveInt = Field(
+        default=1, description="Tensor-parallel degree (not yet supported)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParallelismSpec:
+        if self.offload_params != "none" and self.zero_stage != 3:
+            raise ValueError(
+                f"parallelism.offload_params={self.offload_params} needs zero_stage 3 "
+                f"(got {self.zero_stage}); set parallelism.zero_stage: 3 or offload_params: none"
+            )
+        if self.offload_optimizer != "none" and self.zero_stage == 0:
+            raise ValueError(
+                "parallelism.offload_optimizer needs zero_stage 1, 2 or 3; "
+                "set parallelism.zero_stage: 2"
+            )
+        if self.pipeline > 1:
+            raise ValueError(f"parallelism.pipeline={self.pipeline} {NOT_YET}; use 1")
+        if self.tensor > 1:
+            raise ValueError(f"parallelism.tensor={self.tensor} {NOT_YET}; use 1")
+        return self
+
+
+class CheckpointSpec(_Spec):
+    """Where and how often to checkpoint (arrives with the checkpointing release)."""
+
+    uri: str | None = None
+    every_steps: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _not_yet(self) -> CheckpointSpec:
+        if self.uri is not None or self.every_steps is not None:
+            raise ValueError(
+                f"checkpointing {NOT_YET}; remove the checkpoint block "
+                "(a run that expects checkpoints must not run without them)"
+            )
+        return self
+
+
+class JobSpec(_Spec):
+    """One training job: what to train, on what data, on how many workers."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="Job name.")
+    model: ModelSpec
+    data: DataSpec
+    optimizer: OptimizerSpec = OptimizerSpec()
+    training: TrainingSpec
+    resources: ResourcesSpec = ResourcesSpec()
+    parallelism: ParallelismSpec = ParallelismSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    output_dir: str = Field(default="runs", description="Runs are written under here.")
+    deepspeed: dict[str, Any] = Field(
+        default_factory=dict,
+        description="DeepSpeed config entries that win over the ones deepyard derives.",
+    )
+
+    @model_validator(mode="after")
+    def _batch_fits_workers(self) -> JobSpec:
+        split = self.resources.num_workers * self.training.gradient_accumulation
+        gbs = self.data.global_batch_size
+        if gbs is not None and gbs % split:
+            lower = max(split, gbs - gbs % split)
+            raise ValueError(
+                f"data.global_batch_size={gbs} is not divisible by resources.num_workers "
+                f"({self.resources.num_workers}) x training.gradient_accumulation "
+                f"({self.training.gradient_accumulation}) = {split}; use {lower} or {lower + split}"
+            )
+        override = self.deepspeed.get("train_batch_size")
+        if override is not None and override != self.global_batch_size:
+            raise ValueError(
+                f"deepspeed.train_batch_size={override} disagrees with data batch "
+                f"{self.micro_batch_size} x gradient_accumulation "
+                f"{self.training.gradient_accumulation} x {self.resources.num_workers} workers "
+                f"= {self.global_batch_size}; remove it and set data.global_batch_size instead"
+            )
+        return self
+
+    @property
+    def micro_batch_size(self) -> int:
+        if self.data.batch_size is not None:
+            return self.data.batch_size
+        assert self.data.global_batch_size is not None
+        split = self.resources.num_workers * self.training.gradient_accumulation
+        return self.data.global_batch_size // split
+
+    @property
+    def global_batch_size(self) -> int:
+        return (
+            self.micro_batch_size * self.training.gradient_accumulation * self.resources.num_workers
+        )

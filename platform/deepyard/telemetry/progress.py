@@ -1,0 +1,109 @@
+"""What a person sees while a job runs: a rich progress bar on a terminal, plain log
+lines otherwise (CI, files, pipes), and the summary table at the end."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+class ProgressDisplay:
+    """Consumes the run's events; call `close()` when the run ends."""
+
+    def __init__(self, job: str, log_every: int, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.job = job
+        self.log_every = log_every
+        self.live = self.console.is_terminal
+        self.total: int | None = None
+        self.started = time.monotonic()
+        self.progress: Progress | None = None
+        self.task: Any = None
+
+    def add(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "start":
+            self.total = event["total_steps"]
+            self._open()
+        elif kind == "step":
+            self._step(event)
+        elif kind == "eval":
+            shown = ", ".join(
+                f"{k} {v:.4f}" for k, v in event["metrics"].items() if k != "num_samples"
+            )
+            self.note(f"eval at step {event['step']}: {shown}")
+
+    def _open(self) -> None:
+        if not self.live:
+            self.note(f"training {self.total} steps")
+            return
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("step {task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[rate]} samples/s"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=self.console,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(self.job, total=self.total, loss="-", rate="-")
+
+    def _step(self, event: dict[str, Any]) -> None:
+        step = event["step"]
+        if self.progress is not None:
+            self.progress.update(
+                self.task,
+                completed=step,
+                loss=f"{event['loss']:.4f}",
+                rate=f"{event['samples_per_s']:.0f}",
+            )
+            return
+        if step % self.log_every == 0 or step == self.total or step == 1:
+            elapsed = time.monotonic() - self.started
+            self.note(
+                f"step {step}/{self.total} epoch {event['epoch']} loss {event['loss']:.4f} "
+                f"lr {event['lr']:.2e} {event['samples_per_s']:.0f} samples/s "
+                f"elapsed {elapsed:.0f}s"
+            )
+
+    def note(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.log(text)
+        else:
+            print(f"[{self.job}] {text}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    """The end-of-run table: steps, time, throughput, loss, evaluation metrics."""
+    table = Table(title=f"{summary['job']} · run {summary['run_id']} · {summary['status']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows: list[tuple[str, Any]] = [
+        ("steps", summary.get("steps")),
+        ("epochs", summary.get("epochs")),
+        ("wall time (s)", summary.get("wall_time_s")),
+        ("time to first step (s)", summary.get("time_to_first_step_s")),
+        ("training time (s)", summary.get("train_time_s")),
+        ("samples/s", summary.get("samples_per_s")),
+        ("final loss", summary.get("final_loss")),
+    ]
+    rows += [(f"test {k}", v) for k, v in (summary.get("eval") or {}).items()]
+    for name, value in rows:
+        if value is None:
+            continue
+        shown = f"{value:.4f}" if isinstance(value, float) and abs(value) < 100 else str(value)
+        table.add_row(name, shown)
+    return table

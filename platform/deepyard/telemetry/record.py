@@ -1,0 +1,95 @@
+"""Run records: the summary (JSON) and per-step history (Parquet) of every run."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+HISTORY_COLUMNS = ("step", "epoch", "loss", "lr", "samples_per_s", "step_time_s", "t")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+class RunRecorder:
+    """Collects a run's events and writes `summary.json` and `history.parquet`."""
+
+    def __init__(self, run_dir: Path, job: str, run_id: str, started_at: float) -> None:
+        self.run_dir = run_dir
+        self.job = job
+        self.run_id = run_id
+        self.started_at = started_at
+        self.phases: dict[str, float] = {"command_start": started_at}
+        self.steps: list[dict[str, Any]] = []
+        self.evals: list[dict[str, Any]] = []
+        self.start_info: dict[str, Any] = {}
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    def write_spec(self, resolved: dict[str, Any], spec_hash: str) -> None:
+        text = f"# resolved job spec, hash {spec_hash}\n" + yaml.safe_dump(
+            resolved, sort_keys=False
+        )
+        (self.run_dir / "spec.yaml").write_text(text)
+
+    def phase(self, name: str, t: float | None = None) -> None:
+        self.phases.setdefault(name, time.time() if t is None else t)
+
+    def add(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "phase":
+            self.phase(event["name"], event["t"])
+        elif kind == "start":
+            self.start_info = {k: v for k, v in event.items() if k != "type"}
+        elif kind == "step":
+            if not self.steps:
+                self.phase("first_step", event["t"])
+            self.steps.append({k: event[k] for k in HISTORY_COLUMNS})
+        elif kind == "eval":
+            self.evals.append({"step": event["step"], **event["metrics"]})
+
+    def startup(self) -> dict[str, float]:
+        """Seconds spent in each start-up phase, in the order they happened."""
+        ordered = sorted(self.phases.items(), key=lambda kv: kv[1])
+        return {
+            name: round(t - prev_t, 3) for (_, prev_t), (name, t) in itertools.pairwise(ordered)
+        }
+
+    def finish(
+        self, worker_summary: dict[str, Any] | None, status: str, error: str | None = None
+    ) -> dict[str, Any]:
+        first = self.phases.get("first_step")
+        summary: dict[str, Any] = {
+            "job": self.job,
+            "run_id": self.run_id,
+            "status": status,
+            **(worker_summary or {}),
+            "wall_time_s": round(time.time() - self.started_at, 3),
+            "time_to_first_step_s": round(first - self.started_at, 3) if first else None,
+            "startup_s": self.startup(),
+            "run_dir": str(self.run_dir),
+        }
+        if self.start_info:
+            summary["num_parameters"] = self.start_info.get("num_parameters")
+        if error:
+            summary["error"] = error
+        self._write_history()
+        tmp = self.run_dir / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        os.replace(tmp, self.run_dir / "summary.json")
+        return summary
+
+    def _write_history(self) -> None:
+        columns = {c: [row[c] for row in self.steps] for c in HISTORY_COLUMNS}
+        pq.write_table(pa.table(columns), self.run_dir / "history.parquet")
+        if self.evals:
+            (self.run_dir / "evals.json").write_text(json.dumps(self.evals, indent=2) + "\n")

@@ -1,0 +1,182 @@
+"""The worker's training loop: data → forward → backward → step → log → evaluate.
+
+Runs the same under a Ray worker and under torchrun. Rank 0 emits events (phases,
+steps, evaluations) through `emit`; whoever runs the loop decides where they go.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from deepyard import models
+from deepyard.data import ShardedBatches, TensorData, read_split
+from deepyard.spec import JobSpec
+from deepyard.train.dist import WorkerContext, init_process_group
+from deepyard.train.engine import build_engine
+from deepyard.train.evaluate import evaluate
+
+Emit = Callable[[dict[str, Any]], None]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Resolved data locations (the driver prepares packaged datasets before launch)."""
+
+    train: str
+    eval: str | None
+
+
+def train(spec: JobSpec, sources: Sources, ctx: WorkerContext, emit: Emit) -> dict[str, Any]:
+    """Train the job on this rank; rank 0 returns the run summary (others return {})."""
+    lead = ctx.rank == 0
+    say: Emit = emit if lead else (lambda event: None)
+    say({"type": "phase", "name": "worker_started", "t": time.time()})
+    device = init_process_group(ctx, spec.resources.cpus_per_worker)
+    say({"type": "phase", "name": "process_group", "t": time.time()})
+
+    train_data, eval_data = _read_data(spec, sources)
+    say({"type": "phase", "name": "data_loaded", "t": time.time()})
+    _seed_everything(spec.training.seed)  # same initial weights on every rank
+    model = models.build(
+        spec.model.name, spec.model.args, train_data.input_shape, train_data.num_classes
+    )
+    _seed_everything(spec.training.seed + ctx.rank)  # independent dropout per rank
+    batches = ShardedBatches(
+        train_data,
+        ctx.rank,
+        ctx.world_size,
+        spec.micro_batch_size,
+        seed=spec.training.seed,
+        shuffle=spec.data.shuffle,
+    )
+    total_steps = _total_steps(spec, batches)
+    engine = build_engine(spec, model, total_steps)
+    dtype = DTYPES[spec.training.precision]
+    say({"type": "phase", "name": "engine_ready", "t": time.time()})
+    say(
+        {
+            "type": "start",
+            "total_steps": total_steps,
+            "global_batch_size": spec.global_batch_size,
+            "steps_per_epoch": batches.batches_per_epoch // spec.training.gradient_accumulation,
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+        }
+    )
+
+    losses, step_times = [], []
+    for step in range(1, total_steps + 1):
+        started = time.perf_counter()
+        loss = train_step(engine, batches, spec.training.gradient_accumulation, device, dtype)
+        step_times.append(time.perf_counter() - started)
+        losses.append(loss)
+        say(
+            {
+                "type": "step",
+                "step": step,
+                "epoch": batches.epoch,
+                "loss": loss,
+                "lr": engine.get_lr()[0],
+                "step_time_s": step_times[-1],
+                "samples_per_s": spec.global_batch_size / step_times[-1],
+                "t": time.time(),
+            }
+        )
+        if _due(spec.training.eval_every_steps, step, total_steps) and eval_data is not None:
+            metrics = evaluate(
+                engine, eval_data, ctx.rank, ctx.world_size, spec.micro_batch_size, device, dtype
+            )
+            say({"type": "eval", "step": step, "metrics": metrics, "t": time.time()})
+
+    metrics = {}
+    if eval_data is not None:
+        metrics = evaluate(
+            engine, eval_data, ctx.rank, ctx.world_size, spec.micro_batch_size, device, dtype
+        )
+        say({"type": "eval", "step": total_steps, "metrics": metrics, "t": time.time()})
+    if not lead:
+        return {}
+    return _summary(spec, losses, step_times, batches, len(train_data), metrics)
+
+
+def train_step(
+    engine: Any,
+    batches: ShardedBatches,
+    accumulation: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> float:
+    """One optimizer step over `accumulation` micro-batches; returns their mean loss."""
+    total = 0.0
+    for _ in range(accumulation):
+        inputs, labels = batches.next_batch()
+        logits = engine(inputs.to(device, dtype))
+        loss = F.cross_entropy(logits.float(), labels.to(device))
+        engine.backward(loss)
+        engine.step()
+        total += loss.item()
+    return total / accumulation
+
+
+def _read_data(spec: JobSpec, sources: Sources) -> tuple[TensorData, TensorData | None]:
+    train_data = read_split(sources.train, spec.data.features, spec.data.label)
+    eval_data = None
+    if sources.eval is not None:
+        eval_data = read_split(sources.eval, spec.data.features, spec.data.label)
+    return train_data, eval_data
+
+
+def _total_steps(spec: JobSpec, batches: ShardedBatches) -> int:
+    if spec.training.max_steps is not None:
+        return spec.training.max_steps
+    per_epoch = batches.batches_per_epoch // spec.training.gradient_accumulation
+    if per_epoch == 0:
+        raise ValueError(
+            f"one epoch of {batches.batches_per_epoch} micro-batches per rank is shorter than "
+            f"training.gradient_accumulation={spec.training.gradient_accumulation}; lower it"
+        )
+    assert spec.training.epochs is not None
+    return spec.training.epochs * per_epoch
+
+
+def _due(every: int | None, step: int, total: int) -> bool:
+    return every is not None and step % every == 0 and step < total
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _summary(
+    spec: JobSpec,
+    losses: list[float],
+    step_times: list[float],
+    batches: ShardedBatches,
+    train_rows: int,
+    metrics: dict[str, float],
+) -> dict[str, Any]:
+    steps = len(losses)
+    samples = steps * spec.global_batch_size
+    # Throughput once running: the first step carries one-off warm-up (allocations, caches).
+    steady = step_times[1:] if steps > 1 else step_times
+    tail = losses[-min(steps, spec.training.log_every_steps) :]
+    return {
+        "steps": steps,
+        "samples": samples,
+        "epochs": round(samples / max(1, train_rows), 3),
+        "train_time_s": round(sum(step_times), 3),
+        "samples_per_s": round(spec.global_batch_size * len(steady) / sum(steady), 2),
+        "final_loss": float(np.mean(tail)),
+        "eval": metrics,
+        "cursor": batches.state_dict(),
+    }
