@@ -7,6 +7,7 @@ JSON) and `deepyard.num_classes`; `deepyard data prepare` writes both.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def write_split(path: Path, inputs: np.ndarray, labels: np.ndarray, num_classes:
     table = table.replace_schema_metadata(
         {SHAPE_KEY: json.dumps(list(inputs.shape[1:])), CLASSES_KEY: str(num_classes)}
     )
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # ranks may prepare concurrently
     import pyarrow.parquet as pq
 
     pq.write_table(table, tmp, compression="zstd", row_group_size=8192)
