@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from deepyard.errors import DeepyardError
 
@@ -18,5 +19,6 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except DeepyardError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+        # escape: messages quote user values and regex patterns, which hold `[...]`.
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None

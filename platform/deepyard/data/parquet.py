@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import torch
@@ -81,6 +82,12 @@ def read_split(uri: str, features: str, label: str) -> TensorData:
     shape = tuple(json.loads(meta[SHAPE_KEY])) if SHAPE_KEY in meta else inputs.shape[1:]
     labels = _labels_to_numpy(table.column(label), uri, label)
     num_classes = int(meta[CLASSES_KEY]) if CLASSES_KEY in meta else int(labels.max()) + 1
+    if labels.max() >= num_classes:
+        raise DataError(
+            f"{uri}: label column {label!r} holds class {int(labels.max())}, but the file's "
+            f"metadata ({CLASSES_KEY.decode()}) says {num_classes} classes; use class ids "
+            f"0..{num_classes - 1} or correct that metadata"
+        )
     return TensorData(
         inputs=torch.from_numpy(inputs).reshape(len(labels), *shape),
         labels=torch.from_numpy(labels),
@@ -92,10 +99,11 @@ def read_split(uri: str, features: str, label: str) -> TensorData:
 def _features_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarray:
     arr = column.combine_chunks()
     if pa.types.is_fixed_size_list(arr.type) or pa.types.is_list(arr.type):
-        width = arr.type.list_size if pa.types.is_fixed_size_list(arr.type) else None
+        lengths = pc.list_value_length(arr)
+        widths = pc.unique(lengths.fill_null(-1)).to_pylist()  # a null list is ragged too
+        width = widths[0] if len(widths) == 1 else 0
         values = arr.flatten().to_numpy(zero_copy_only=False)
-        width = width or (len(values) // len(arr) if len(arr) else 0)
-        if width == 0 or len(values) != width * len(arr):
+        if width <= 0 or len(values) != width * len(arr):
             raise DataError(f"{uri}: column {name!r} has lists of different lengths; pad them")
         return values.astype(np.float32, copy=False).reshape(len(arr), width)
     if pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type):
@@ -111,6 +119,11 @@ def _labels_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarray
         raise DataError(
             f"{uri}: label column {name!r} has type {column.type}; labels must be integer "
             "class ids 0..C-1"
+        )
+    if column.null_count:
+        raise DataError(
+            f"{uri}: label column {name!r} has {column.null_count} missing values; "
+            "drop those rows or fill them with class ids 0..C-1"
         )
     labels = column.to_numpy().astype(np.int64)
     if labels.min() < 0:

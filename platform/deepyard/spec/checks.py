@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from deepyard.errors import DataError, SpecError
 from deepyard.spec.job import JobSpec
 
 
-def check_data_paths(spec: JobSpec, source: str) -> None:
+def check_data_paths(
+    spec: JobSpec, source: str, where: Callable[[tuple[str, ...]], str] = lambda loc: ""
+) -> None:
     """Local Parquet sources must exist and hold the named columns; remote URIs are
-    checked by the workers that read them."""
+    checked by the workers that read them. `where(loc)` is the `FILE:LINE: ` prefix."""
     from deepyard.data import parquet
 
     problems = []
@@ -19,6 +23,6 @@ def check_data_paths(spec: JobSpec, source: str) -> None:
         try:
             parquet.check_columns(uri, [spec.data.features, spec.data.label])
         except DataError as exc:
-            problems.append(f"data.{field} = {uri!r}: {exc}")
+            problems.append(f"{where(('data', field))}data.{field} = {uri!r}: {exc}")
     if problems:
         raise SpecError(problems, source)

@@ -39,7 +39,7 @@ def load_text(
     if check_paths:
         from deepyard.spec.checks import check_data_paths
 
-        check_data_paths(spec, source)
+        check_data_paths(spec, source, lambda loc: _where(loc, source, root, set(set_paths)))
     return spec
 
 
