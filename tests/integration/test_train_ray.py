@@ -72,5 +72,5 @@ def test_killed_worker_stops_the_job_instead_of_hanging(ray_session, digits_job)
     finally:
         pids = list(group.pids)
         group.stop()
-    gone, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], 30)
+    _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)], 30)
     assert not alive, f"worker processes left running: {alive}"
