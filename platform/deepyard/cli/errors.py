@@ -11,7 +11,8 @@ from rich.markup import escape
 
 from deepyard.errors import DeepyardError
 
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: never break a path or a message with hard newlines (logs, pipes, copy-paste).
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -20,5 +21,5 @@ def user_errors() -> Iterator[None]:
         yield
     except DeepyardError as exc:
         # escape: messages quote user values and regex patterns, which hold `[...]`.
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(exc.exit_code) from None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from deepyard.cli.errors import err_console, user_errors
@@ -59,7 +60,7 @@ def spec_validate(
 
     with user_errors():
         spec = specs.load(file, overrides)
-    err_console.print(f"[green]valid[/]: {file} (hash {specs.spec_hash(spec)})")
+    err_console.print(f"[green]valid[/]: {escape(str(file))} (hash {specs.spec_hash(spec)})")
     import yaml
 
     print(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), end="")
@@ -88,7 +89,7 @@ def data_prepare(
         except ValueError as exc:
             raise DataError(str(exc)) from None
     for path in paths:
-        err_console.print(f"wrote {path}")
+        err_console.print(f"wrote {escape(str(path))}")
 
 
 @models_app.command("list")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,11 +20,21 @@ from deepyard.train.loop import Sources
 
 
 def command_start_time() -> float:
-    """When this process started: start-up figures count from the user's command."""
+    """When this process started: start-up figures count from the user's command.
+
+    From /proc (10 ms resolution) where it exists; psutil's create_time() is rounded to
+    the boot time's whole second on Linux.
+    """
     try:
-        return float(psutil.Process().create_time())
-    except psutil.Error:
-        return time.time()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        age = uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return time.time() - age
+    except (OSError, ValueError, IndexError):
+        try:
+            return float(psutil.Process().create_time())
+        except psutil.Error:
+            return time.time()
 
 
 def run(file: Path, overrides: list[str], address: str | None, as_json: bool) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,8 +89,11 @@ def read_split(uri: str, features: str, label: str) -> TensorData:
             f"metadata ({CLASSES_KEY.decode()}) says {num_classes} classes; use class ids "
             f"0..{num_classes - 1} or correct that metadata"
         )
+    with warnings.catch_warnings():  # zero-copy over read-only Arrow memory; never written
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensor = torch.from_numpy(inputs)
     return TensorData(
-        inputs=torch.from_numpy(inputs).reshape(len(labels), *shape),
+        inputs=tensor.reshape(len(labels), *shape),
         labels=torch.from_numpy(labels),
         input_shape=tuple(int(s) for s in shape),
         num_classes=num_classes,

@@ -31,6 +31,9 @@ def connect(spec: JobSpec, address: str | None) -> bool:
     ray.init(
         num_cpus=max(os.cpu_count() or 1, res.num_workers * res.cpus_per_worker),
         include_dashboard=False,
+        # Secure by default: the embedded cluster, and the workers' gloo rendezvous with
+        # it, listen on loopback only.
+        _node_ip_address="127.0.0.1",
         **common,
     )
     return True

@@ -20,7 +20,7 @@ def classification_metrics(confusion: torch.Tensor) -> dict[str, float]:
     f1 = torch.where(
         denom > 0, 2 * precision * recall / denom.clamp(min=1e-12), torch.zeros_like(tp)
     )
-    present = (actual > 0) | (predicted > 0)  # scikit-learn's labels: y_true ∪ y_pred
+    present = (actual > 0) | (predicted > 0)  # as scikit-learn: classes in y_true or y_pred
     return {
         "accuracy": float(tp.sum() / total) if total > 0 else 0.0,
         "precision_macro": float(precision[present].mean()) if present.any() else 0.0,

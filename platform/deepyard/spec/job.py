@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 NOT_YET = "is not yet supported by this deepyard version"
 
@@ -26,8 +26,16 @@ class ModelSpec(_Spec):
         default_factory=dict, description="Keyword arguments for the model builder."
     )
 
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from deepyard.models import registry
+
+        registry.get(name)
+        return name
+
     @model_validator(mode="after")
-    def _known_model(self) -> ModelSpec:
+    def _known_args(self) -> ModelSpec:
         from deepyard.models import registry
 
         registry.check(self.name, self.args)
@@ -202,6 +210,7 @@ class JobSpec(_Spec):
                 f"({self.resources.num_workers}) x training.gradient_accumulation "
                 f"({self.training.gradient_accumulation}) = {split}; use {lower} or {lower + split}"
             )
+        self._deepspeed_agrees()
         override = self.deepspeed.get("train_batch_size")
         if override is not None and override != self.global_batch_size:
             raise ValueError(
@@ -211,6 +220,36 @@ class JobSpec(_Spec):
                 f"= {self.global_batch_size}; remove it and set data.global_batch_size instead"
             )
         return self
+
+    def _deepspeed_agrees(self) -> None:
+        """`deepspeed:` may add settings, not contradict the spec's own fields."""
+        zero = self.deepspeed.get("zero_optimization") or {}
+        owned = [
+            (
+                "train_micro_batch_size_per_gpu",
+                self.deepspeed.get("train_micro_batch_size_per_gpu"),
+                self.micro_batch_size,
+                "data.batch_size",
+            ),
+            (
+                "gradient_accumulation_steps",
+                self.deepspeed.get("gradient_accumulation_steps"),
+                self.training.gradient_accumulation,
+                "training.gradient_accumulation",
+            ),
+            (
+                "zero_optimization.stage",
+                zero.get("stage") if isinstance(zero, dict) else None,
+                self.parallelism.zero_stage,
+                "parallelism.zero_stage",
+            ),
+        ]
+        for key, given, derived, field in owned:
+            if given is not None and given != derived:
+                raise ValueError(
+                    f"deepspeed.{key}={given} contradicts {field}={derived}; "
+                    f"remove it from the deepspeed block and set {field} instead"
+                )
 
     @property
     def micro_batch_size(self) -> int:

@@ -7,6 +7,7 @@ all problems at once, so a user fixes a spec in one pass.
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -56,10 +57,26 @@ def validate(
         raise SpecError(problems, source) from None
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` as a float (YAML 1.2), as users expect in the
+    free-form `deepspeed:` and `model.args` blocks that no schema converts."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], yaml.Node | None]:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=_Loader)
+        raw = _yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -90,7 +107,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str) 
             raise SpecError(f"--set {item!r}: write it as FIELD.PATH=VALUE, e.g. optimizer.lr=3e-4")
         parts = key.strip().split(".")
         try:
-            value = yaml.safe_load(value_text) if value_text.strip() else ""
+            value = _yaml(value_text) if value_text.strip() else ""
         except yaml.YAMLError:
             value = value_text
         node: Any = raw
@@ -119,13 +136,13 @@ def _describe(err: Any, source: str, root: yaml.Node | None, set_paths: set[Loc]
         return f"{where}{field}: required but missing; add it ({_field_help(loc)})"
     msg = str(err["msg"]).removeprefix("Value error, ")
     if kind in ("value_error", "assertion_error"):
-        return f"{where}{field}: {msg}" if loc else f"{where}{msg}"
+        return f"{where}{msg}" if not loc or msg.startswith(field) else f"{where}{field}: {msg}"
     shown = _short(err.get("input"))
     return f"{where}{field} = {shown}: {msg}{_fix_for(kind, err.get('ctx') or {})}"
 
 
 def _where(loc: Loc, source: str, root: yaml.Node | None, set_paths: set[Loc]) -> str:
-    if any(loc[: len(p)] == p or p[: len(loc)] == loc for p in set_paths):
+    if any(loc[: len(p)] == p for p in set_paths):
         return "--set: "
     line = _line_of(root, loc)
     return f"{source}:{line}: " if line else f"{source}: "

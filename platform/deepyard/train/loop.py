@@ -6,6 +6,7 @@ steps, evaluations) through `emit`; whoever runs the loop decides where they go.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 
 from deepyard import models
 from deepyard.data import ShardedBatches, TensorData, read_split
+from deepyard.errors import DataError
 from deepyard.spec import JobSpec
 from deepyard.train.dist import WorkerContext, init_process_group
 from deepyard.train.engine import build_engine
@@ -128,10 +130,17 @@ def train_step(
 
 def _read_data(spec: JobSpec, sources: Sources) -> tuple[TensorData, TensorData | None]:
     train_data = read_split(sources.train, spec.data.features, spec.data.label)
-    eval_data = None
-    if sources.eval is not None:
-        eval_data = read_split(sources.eval, spec.data.features, spec.data.label)
-    return train_data, eval_data
+    if sources.eval is None:
+        return train_data, None
+    eval_data = read_split(sources.eval, spec.data.features, spec.data.label)
+    top = int(eval_data.labels.max())
+    if top >= train_data.num_classes:
+        raise DataError(
+            f"{sources.eval}: label {top} is outside the {train_data.num_classes} classes of "
+            f"the training data {sources.train}; use the same label ids in both splits"
+        )
+    # Score against the model's classes, not the ones that happen to occur in eval.
+    return train_data, dataclasses.replace(eval_data, num_classes=train_data.num_classes)
 
 
 def _total_steps(spec: JobSpec, batches: ShardedBatches) -> int:
