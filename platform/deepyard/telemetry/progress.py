@@ -76,7 +76,7 @@ class ProgressDisplay:
 
     def note(self, text: str) -> None:
         if self.progress is not None:
-            self.progress.console.log(text)
+            self.progress.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {text}")
         else:
             print(f"[{self.job}] {text}", file=sys.stderr, flush=True)
 
@@ -91,19 +91,18 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"{summary['job']} · run {summary['run_id']} · {summary['status']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    rows: list[tuple[str, Any]] = [
-        ("steps", summary.get("steps")),
-        ("epochs", summary.get("epochs")),
-        ("wall time (s)", summary.get("wall_time_s")),
-        ("time to first step (s)", summary.get("time_to_first_step_s")),
-        ("training time (s)", summary.get("train_time_s")),
-        ("samples/s", summary.get("samples_per_s")),
-        ("final loss", summary.get("final_loss")),
+    rows: list[tuple[str, Any, str]] = [
+        ("steps", summary.get("steps"), "{:d}"),
+        ("epochs", summary.get("epochs"), "{:.2f}"),
+        ("wall time (s)", summary.get("wall_time_s"), "{:.1f}"),
+        ("time to first step (s)", summary.get("time_to_first_step_s"), "{:.1f}"),
+        ("training time (s)", summary.get("train_time_s"), "{:.1f}"),
+        ("samples/s", summary.get("samples_per_s"), "{:,.0f}"),
+        ("final loss", summary.get("final_loss"), "{:.4f}"),
     ]
-    rows += [(f"test {k}", v) for k, v in (summary.get("eval") or {}).items()]
-    for name, value in rows:
-        if value is None:
-            continue
-        shown = f"{value:.4f}" if isinstance(value, float) and abs(value) < 100 else str(value)
-        table.add_row(name, shown)
+    for name, value in (summary.get("eval") or {}).items():
+        rows.append((f"test {name}", value, "{:,.0f}" if name == "num_samples" else "{:.4f}"))
+    for name, value, fmt in rows:
+        if value is not None:
+            table.add_row(name, fmt.format(value))
     return table
