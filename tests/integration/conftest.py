@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,3 +40,26 @@ def digits_job(tmp_path: Path) -> DigitsJob:
         return spec, Sources(*resolve_sources(spec.data))
 
     return make
+
+
+RunJson = Callable[..., tuple[dict[str, Any], subprocess.CompletedProcess[str]]]
+
+
+@pytest.fixture
+def run_json(tmp_path: Path) -> RunJson:
+    """Run a deepyard command that prints one JSON summary line on stdout (runs go under
+    tmp_path); assert it succeeded and return (summary, completed process)."""
+
+    def run(*command: str, timeout: int = 360) -> tuple[dict[str, Any], Any]:
+        done = subprocess.run(
+            [*command, "--json", "--set", f"output_dir={tmp_path}"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        lines = [line for line in done.stdout.splitlines() if line.strip()]
+        assert len(lines) == 1, done.stdout[-2000:]  # rank 0 alone reports, nothing else
+        return json.loads(lines[0]), done
+
+    return run

@@ -20,23 +20,9 @@ DEEPYARD = [sys.executable, "-m", "deepyard.cli.main"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
 
 
-def test_digits_example_reaches_090_and_records_the_run(tmp_path: Path) -> None:
+def test_digits_example_reaches_090_and_records_the_run(run_json) -> None:
     """The 2-worker digits example, unchanged: accuracy >= 0.90, real numbers everywhere."""
-    done = subprocess.run(
-        [
-            *DEEPYARD,
-            "run",
-            str(EXAMPLES / "digits_cnn.yaml"),
-            "--json",
-            "--set",
-            f"output_dir={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=360,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout)  # stdout holds the JSON summary and nothing else
+    summary, done = run_json(*DEEPYARD, "run", str(EXAMPLES / "digits_cnn.yaml"))
     assert summary["status"] == "succeeded"
     assert summary["eval"]["accuracy"] >= 0.90
     assert summary["steps"] == 264 and summary["samples"] == 264 * 64

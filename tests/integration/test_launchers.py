@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,34 +15,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400
 SHORT = ["--set", "training.epochs=null", "--set", "training.max_steps=40"]
 
 
-def test_torchrun_runs_the_same_loop_without_ray(tmp_path: Path) -> None:
+def test_torchrun_runs_the_same_loop_without_ray(run_json) -> None:
     torchrun = Path(sys.executable).with_name("torchrun")
-    done = subprocess.run(
-        [
-            str(torchrun),
-            "--nproc-per-node",
-            "2",
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(free_port()),
-            "-m",
-            "deepyard.train",
-            "--spec",
-            str(EXAMPLES / "digits_cnn.yaml"),
-            "--json",
-            "--set",
-            f"output_dir={tmp_path}",
-            *SHORT,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    summary, _ = run_json(
+        str(torchrun),
+        "--nproc-per-node",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+        "--master-port",
+        str(free_port()),
+        "-m",
+        "deepyard.train",
+        "--spec",
+        str(EXAMPLES / "digits_cnn.yaml"),
+        *SHORT,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(lines) == 1  # rank 0 alone reports
-    summary = json.loads(lines[0])
     assert summary["status"] == "succeeded" and summary["steps"] == 40
     assert summary["samples"] == 40 * 64  # 2 ranks x 32
     assert summary["eval"]["num_samples"] == 360
@@ -66,26 +52,16 @@ def ray_cluster() -> Iterator[str]:
         cluster.shutdown()
 
 
-def test_run_joins_an_existing_ray_with_address(tmp_path: Path, ray_cluster: str) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deepyard.cli.main",
-            "run",
-            str(EXAMPLES / "digits_cnn.yaml"),
-            "--json",
-            "--address",
-            ray_cluster,
-            "--set",
-            f"output_dir={tmp_path}",
-            *SHORT,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+def test_run_joins_an_existing_ray_with_address(run_json, ray_cluster: str) -> None:
+    summary, _ = run_json(
+        sys.executable,
+        "-m",
+        "deepyard.cli.main",
+        "run",
+        str(EXAMPLES / "digits_cnn.yaml"),
+        "--address",
+        ray_cluster,
+        *SHORT,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout)
     assert summary["status"] == "succeeded" and summary["steps"] == 40
     assert "workers_started" in summary["startup_s"]

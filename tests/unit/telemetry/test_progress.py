@@ -53,5 +53,5 @@ def test_summary_table_shows_metrics_and_skips_unknowns() -> None:
     Console(file=out, width=100).print(table)
     text = out.getvalue()
     assert "tiny · run r1 · succeeded" in text
-    assert "0.1235" in text and "1234.5" in text and "test accuracy" in text
+    assert "0.1235" in text and "1,234" in text and "test accuracy" in text
     assert "time to first step" not in text
