@@ -32,7 +32,7 @@ from rich.table import Table
 
 from deepyard import models
 from deepyard import spec as specs
-from deepyard.data import ShardedBatches, read_split, resolve_sources
+from deepyard.data import ParquetLoader, ParquetSource, resolve_sources
 from deepyard.train.dist import free_port
 from deepyard.train.engine import build_optimizer, build_scheduler
 
@@ -62,13 +62,13 @@ def bare_loop(spec: specs.JobSpec, steps: int, threads: int) -> Result:
     """(a) The floor: the job's model and data in a plain single-process torch loop."""
     torch.set_num_threads(threads)
     train_uri, _ = resolve_sources(spec.data)
-    data = read_split(train_uri, spec.data.features, spec.data.label)
+    source = ParquetSource(train_uri, spec.data.features, spec.data.label)
     torch.manual_seed(spec.training.seed)
-    model = models.build(spec.model.name, spec.model.args, data.input_shape, data.num_classes)
+    model = models.build(spec.model.name, spec.model.args, source.input_shape, source.num_classes)
     optimizer = build_optimizer(spec, model)  # torch AdamW (or SGD) with the job's settings
     scheduler = build_scheduler(spec, optimizer, steps)
     batch = spec.global_batch_size  # = workers x per-worker batch: same samples per step
-    batches = ShardedBatches(data, 0, 1, batch, seed=spec.training.seed, shuffle=spec.data.shuffle)
+    batches = ParquetLoader(source, 0, 1, batch, seed=spec.training.seed, shuffle=spec.data.shuffle)
     times: list[float] = []
     loss = 0.0
     for _ in range(steps):

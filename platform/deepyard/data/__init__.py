@@ -1,15 +1,19 @@
 """Data: Parquet (local or any pyarrow.fs URI) → per-rank shards → batches → tensors.
 
 Data flow: spec.data → `resolve_sources()` on the driver (packaged datasets prepared into
-the cache) → `read_split()` on every rank → `ShardedBatches` (train), `eval_batches` (eval).
+the cache) → on every rank: `ParquetSource` (row groups) → `ParquetLoader` (block shuffle,
+window shuffle, background prefetch, exact cursor) for training; `read_split()` →
+`eval_batches` for evaluation.
 """
 
 from __future__ import annotations
 
-from deepyard.data.loader import ShardedBatches, eval_batches, shard_bounds
+from deepyard.data.loader import eval_batches
 from deepyard.data.parquet import TensorData, read_split
+from deepyard.data.pipeline import ParquetLoader
+from deepyard.data.source import ParquetSource
 
-__all__ = ["ShardedBatches", "TensorData", "eval_batches", "read_split", "shard_bounds"]
+__all__ = ["ParquetLoader", "ParquetSource", "TensorData", "eval_batches", "read_split"]
 
 
 def resolve_sources(data_spec: object) -> tuple[str, str | None]:

@@ -29,6 +29,12 @@ def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
+def _format() -> ds.ParquetFileFormat:
+    """Parquet that verifies page checksums where the writer stored them."""
+    scan = ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+    return ds.ParquetFileFormat(default_fragment_scan_options=scan)
+
+
 def open_dataset(uri: str) -> ds.Dataset:
     try:
         if is_local(uri):
@@ -37,9 +43,9 @@ def open_dataset(uri: str) -> ds.Dataset:
                 raise DataError(
                     f"{path} does not exist; check the path or run `deepyard data prepare`"
                 )
-            return ds.dataset(path, format="parquet")
+            return ds.dataset(path, format=_format())
         fs, path = pafs.FileSystem.from_uri(uri)
-        return ds.dataset(path, filesystem=fs, format="parquet")
+        return ds.dataset(path, filesystem=fs, format=_format())
     except DataError:
         raise
     except (OSError, pa.ArrowInvalid) as exc:
@@ -79,9 +85,9 @@ def read_split(uri: str, features: str, label: str) -> TensorData:
     if table.num_rows == 0:
         raise DataError(f"{uri} has no rows; point data.train/data.eval at a non-empty dataset")
     meta = dataset.schema.metadata or {}
-    inputs = _features_to_numpy(table.column(features), uri, features)
+    inputs = features_to_numpy(table.column(features), uri, features)
     shape = tuple(json.loads(meta[SHAPE_KEY])) if SHAPE_KEY in meta else inputs.shape[1:]
-    labels = _labels_to_numpy(table.column(label), uri, label)
+    labels = labels_to_numpy(table.column(label), uri, label)
     num_classes = int(meta[CLASSES_KEY]) if CLASSES_KEY in meta else int(labels.max()) + 1
     if labels.max() >= num_classes:
         raise DataError(
@@ -100,7 +106,7 @@ def read_split(uri: str, features: str, label: str) -> TensorData:
     )
 
 
-def _features_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarray:
+def features_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarray:
     arr = column.combine_chunks()
     if pa.types.is_fixed_size_list(arr.type) or pa.types.is_list(arr.type):
         lengths = pc.list_value_length(arr)
@@ -118,7 +124,7 @@ def _features_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarr
     )
 
 
-def _labels_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarray:
+def labels_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarray:
     if not pa.types.is_integer(column.type):
         raise DataError(
             f"{uri}: label column {name!r} has type {column.type}; labels must be integer "
@@ -147,5 +153,5 @@ def write_split(path: Path, inputs: np.ndarray, labels: np.ndarray, num_classes:
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # ranks may prepare concurrently
     import pyarrow.parquet as pq
 
-    pq.write_table(table, tmp, compression="zstd", row_group_size=8192)
+    pq.write_table(table, tmp, compression="zstd", row_group_size=8192, write_page_checksum=True)
     tmp.replace(path)

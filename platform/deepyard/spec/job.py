@@ -63,6 +63,14 @@ class DataSpec(_Spec):
         "Must divide by num_workers x gradient_accumulation.",
     )
     shuffle: bool = Field(default=True, description="Reshuffle the training rows every epoch.")
+    shuffle_buffer_rows: PositiveInt = Field(
+        default=16384,
+        description="Rows shuffled together: row groups are shuffled as blocks, then rows "
+        "within windows of at least this many rows (memory: one window per worker).",
+    )
+    prefetch_batches: PositiveInt = Field(
+        default=8, description="Batches read ahead in the background by each worker."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:

@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from deepyard import models
-from deepyard.data import ShardedBatches, TensorData, read_split
+from deepyard.data import TensorData, read_split
+from deepyard.data.pipeline import ParquetLoader
+from deepyard.data.source import ParquetSource
 from deepyard.errors import DataError
 from deepyard.spec import JobSpec
 from deepyard.train.dist import WorkerContext, init_process_group
@@ -45,20 +47,21 @@ def train(spec: JobSpec, sources: Sources, ctx: WorkerContext, emit: Emit) -> di
     device = init_process_group(ctx, spec.resources.cpus_per_worker)
     say({"type": "phase", "name": "process_group", "t": time.time()})
 
-    train_data, eval_data = _read_data(spec, sources)
+    source, eval_data = _open_data(spec, sources)
     say({"type": "phase", "name": "data_loaded", "t": time.time()})
     _seed_everything(spec.training.seed)  # same initial weights on every rank
-    model = models.build(
-        spec.model.name, spec.model.args, train_data.input_shape, train_data.num_classes
-    )
+    model = models.build(spec.model.name, spec.model.args, source.input_shape, source.num_classes)
     _seed_everything(spec.training.seed + ctx.rank)  # independent dropout per rank
-    batches = ShardedBatches(
-        train_data,
+    batches = ParquetLoader(
+        source,
         ctx.rank,
         ctx.world_size,
         spec.micro_batch_size,
         seed=spec.training.seed,
         shuffle=spec.data.shuffle,
+        buffer_rows=spec.data.shuffle_buffer_rows,
+        prefetch_batches=spec.data.prefetch_batches,
+        pin_memory=device.type == "cuda",
     )
     total_steps = _total_steps(spec, batches)
     engine = build_engine(spec, model, total_steps)
@@ -76,7 +79,7 @@ def train(spec: JobSpec, sources: Sources, ctx: WorkerContext, emit: Emit) -> di
 
     losses, step_times = [], []
     for step in range(1, total_steps + 1):
-        started = time.perf_counter()
+        started, waited = time.perf_counter(), batches.wait_s
         loss = train_step(engine, batches, spec.training.gradient_accumulation, device, dtype)
         step_times.append(time.perf_counter() - started)
         losses.append(loss)
@@ -88,6 +91,7 @@ def train(spec: JobSpec, sources: Sources, ctx: WorkerContext, emit: Emit) -> di
                 "loss": loss,
                 "lr": engine.get_lr()[0],
                 "step_time_s": step_times[-1],
+                "data_wait_s": batches.wait_s - waited,
                 "samples_per_s": spec.global_batch_size / step_times[-1],
                 "t": time.time(),
             }
@@ -104,14 +108,15 @@ def train(spec: JobSpec, sources: Sources, ctx: WorkerContext, emit: Emit) -> di
             engine, eval_data, ctx.rank, ctx.world_size, spec.micro_batch_size, device, dtype
         )
         say({"type": "eval", "step": total_steps, "metrics": metrics, "t": time.time()})
+    batches.close()
     if not lead:
         return {}
-    return _summary(spec, losses, step_times, batches, len(train_data), metrics)
+    return _summary(spec, losses, step_times, batches, source.num_rows, metrics)
 
 
 def train_step(
     engine: Any,
-    batches: ShardedBatches,
+    batches: ParquetLoader,
     accumulation: int,
     device: torch.device,
     dtype: torch.dtype,
@@ -128,22 +133,23 @@ def train_step(
     return total / accumulation
 
 
-def _read_data(spec: JobSpec, sources: Sources) -> tuple[TensorData, TensorData | None]:
-    train_data = read_split(sources.train, spec.data.features, spec.data.label)
+def _open_data(spec: JobSpec, sources: Sources) -> tuple[ParquetSource, TensorData | None]:
+    """The training source (streamed) and the eval split (in memory, scored on all rows)."""
+    source = ParquetSource(sources.train, spec.data.features, spec.data.label)
     if sources.eval is None:
-        return train_data, None
+        return source, None
     eval_data = read_split(sources.eval, spec.data.features, spec.data.label)
     top = int(eval_data.labels.max())
-    if top >= train_data.num_classes:
+    if top >= source.num_classes:
         raise DataError(
-            f"{sources.eval}: label {top} is outside the {train_data.num_classes} classes of "
+            f"{sources.eval}: label {top} is outside the {source.num_classes} classes of "
             f"the training data {sources.train}; use the same label ids in both splits"
         )
     # Score against the model's classes, not the ones that happen to occur in eval.
-    return train_data, dataclasses.replace(eval_data, num_classes=train_data.num_classes)
+    return source, dataclasses.replace(eval_data, num_classes=source.num_classes)
 
 
-def _total_steps(spec: JobSpec, batches: ShardedBatches) -> int:
+def _total_steps(spec: JobSpec, batches: ParquetLoader) -> int:
     if spec.training.max_steps is not None:
         return spec.training.max_steps
     per_epoch = batches.batches_per_epoch // spec.training.gradient_accumulation
@@ -170,7 +176,7 @@ def _summary(
     spec: JobSpec,
     losses: list[float],
     step_times: list[float],
-    batches: ShardedBatches,
+    batches: ParquetLoader,
     train_rows: int,
     metrics: dict[str, float],
 ) -> dict[str, Any]:
@@ -186,6 +192,7 @@ def _summary(
         "train_time_s": round(sum(step_times), 3),
         "samples_per_s": round(spec.global_batch_size * len(steady) / sum(steady), 2),
         "final_loss": float(np.mean(tail)),
+        "data_wait_fraction": round(batches.wait_s / max(sum(step_times), 1e-9), 4),
         "eval": metrics,
         "cursor": batches.state_dict(),
     }

@@ -10,7 +10,7 @@ import pytest
 from deepyard.data.parquet import write_split
 from deepyard.errors import DataError
 from deepyard.spec import load_text
-from deepyard.train.loop import Sources, _read_data
+from deepyard.train.loop import Sources, _open_data
 
 SPEC = """
 name: t
@@ -31,7 +31,8 @@ def test_eval_split_missing_a_class_uses_training_classes(tmp_path: Path) -> Non
     train = _split(tmp_path / "train.parquet", [0, 1, 2, 3, 4], None)
     evaluation = _split(tmp_path / "eval.parquet", [0, 1], None)  # metadata says 2 classes
     spec = load_text(SPEC, "j.yaml", check_paths=False)
-    _, eval_data = _read_data(spec, Sources(train, evaluation))
+    source, eval_data = _open_data(spec, Sources(train, evaluation))
+    assert source.num_classes == 5
     assert eval_data is not None and eval_data.num_classes == 5
 
 
@@ -40,4 +41,4 @@ def test_eval_label_outside_training_classes_is_a_data_error(tmp_path: Path) -> 
     evaluation = _split(tmp_path / "eval.parquet", [0, 7], None)
     spec = load_text(SPEC, "j.yaml", check_paths=False)
     with pytest.raises(DataError, match="label 7 is outside the 3 classes"):
-        _read_data(spec, Sources(train, evaluation))
+        _open_data(spec, Sources(train, evaluation))

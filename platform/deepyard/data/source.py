@@ -1,0 +1,113 @@
+"""A Parquet dataset as a list of row groups with global row offsets.
+
+The unit of reading is the row group: one file of any size splits across ranks, and a
+reader holds only the row groups of its current shuffle window in memory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from deepyard.data.parquet import (
+    CLASSES_KEY,
+    SHAPE_KEY,
+    check_columns,
+    features_to_numpy,
+    labels_to_numpy,
+)
+from deepyard.errors import DataError
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    path: str
+    index: int  # row group number inside the file
+    num_rows: int
+
+
+class ParquetSource:
+    """Row groups of a Parquet file, directory or URI, in a deterministic (path) order."""
+
+    def __init__(self, uri: str, features: str, label: str) -> None:
+        self.uri = uri
+        self.features = features
+        self.label = label
+        dataset = check_columns(uri, [features, label])
+        self.filesystem = dataset.filesystem
+        self.schema = dataset.schema
+        self.row_groups: list[RowGroup] = []
+        for fragment in sorted(dataset.get_fragments(), key=lambda f: f.path):
+            try:
+                meta = fragment.metadata
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise DataError(
+                    f"{fragment.path}: not a readable Parquet file ({exc}); it may be corrupt "
+                    "or truncated: rewrite it, or remove it from the dataset"
+                ) from exc
+            for index in range(meta.num_row_groups):
+                rows = meta.row_group(index).num_rows
+                if rows:
+                    self.row_groups.append(RowGroup(fragment.path, index, rows))
+        if not self.row_groups:
+            raise DataError(f"{uri} has no rows; point the job at a non-empty dataset")
+        self._files: dict[str, pq.ParquetFile] = {}
+
+    @property
+    def num_rows(self) -> int:
+        return sum(g.num_rows for g in self.row_groups)
+
+    @cached_property
+    def input_shape(self) -> tuple[int, ...]:
+        meta = self.schema.metadata or {}
+        if SHAPE_KEY in meta:
+            return tuple(int(s) for s in json.loads(meta[SHAPE_KEY]))
+        inputs, _ = self.read([self.row_groups[0]])
+        return tuple(inputs.shape[1:])
+
+    @cached_property
+    def num_classes(self) -> int:
+        meta = self.schema.metadata or {}
+        if CLASSES_KEY in meta:
+            return int(meta[CLASSES_KEY])
+        top = 0  # no metadata: one pass over the label column alone
+        for group in self.row_groups:
+            labels = labels_to_numpy(
+                self._read_table([group], [self.label]).column(0), group.path, self.label
+            )
+            top = max(top, int(labels.max()))
+        return top + 1
+
+    def read(self, groups: list[RowGroup]) -> tuple[np.ndarray, np.ndarray]:
+        """(features (n, d) float32, labels (n,) int64) of these row groups, in order."""
+        table = self._read_table(groups, [self.features, self.label])
+        where = groups[0].path if len(groups) == 1 else self.uri
+        inputs = features_to_numpy(table.column(0), where, self.features)
+        labels = labels_to_numpy(table.column(1), where, self.label)
+        return inputs, labels
+
+    def _read_table(self, groups: list[RowGroup], columns: list[str]) -> pa.Table:
+        parts = []
+        for group in groups:
+            try:
+                parts.append(self._file(group.path).read_row_group(group.index, columns=columns))
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise DataError(
+                    f"{group.path}: cannot read row group {group.index} ({exc}); the file may "
+                    "be corrupt or truncated: rewrite it, or remove it from the dataset"
+                ) from exc
+        return pa.concat_tables(parts)
+
+    def _file(self, path: str) -> pq.ParquetFile:
+        if path not in self._files:
+            # Page checksums, where the writer stored them, catch flipped bytes that would
+            # otherwise decode into silently wrong samples.
+            self._files[path] = pq.ParquetFile(
+                self.filesystem.open_input_file(path), page_checksum_verification=True
+            )
+        return self._files[path]
