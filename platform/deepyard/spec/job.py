@@ -68,9 +68,25 @@ class DataSpec(_Spec):
         description="Rows shuffled together: row groups are shuffled as blocks, then rows "
         "within windows of at least this many rows (memory: one window per worker).",
     )
+    engine: str = Field(
+        default="arrow",
+        description="arrow: pyarrow in each worker (fastest on one machine); ray: Ray Data "
+        "preprocessing on the cluster, for inputs that need many machines to prepare.",
+    )
     prefetch_batches: PositiveInt = Field(
         default=8, description="Batches read ahead in the background by each worker."
     )
+
+    @field_validator("engine")
+    @classmethod
+    def _registered_engine(cls, engine: str) -> str:
+        from deepyard.data import engines
+
+        if engine not in engines.names():
+            raise ValueError(
+                f"data.engine={engine!r} is unknown; use one of: {', '.join(engines.names())}"
+            )
+        return engine
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:

@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from deepyard import models
-from deepyard.data import TensorData, read_split
-from deepyard.data.pipeline import ParquetLoader
+from deepyard.data import TensorData, engines, read_split
 from deepyard.data.source import ParquetSource
 from deepyard.errors import DataError
 from deepyard.spec import JobSpec
@@ -52,16 +51,19 @@ def train(spec: JobSpec, sources: Sources, ctx: WorkerContext, emit: Emit) -> di
     _seed_everything(spec.training.seed)  # same initial weights on every rank
     model = models.build(spec.model.name, spec.model.args, source.input_shape, source.num_classes)
     _seed_everything(spec.training.seed + ctx.rank)  # independent dropout per rank
-    batches = ParquetLoader(
-        source,
-        ctx.rank,
-        ctx.world_size,
-        spec.micro_batch_size,
-        seed=spec.training.seed,
-        shuffle=spec.data.shuffle,
-        buffer_rows=spec.data.shuffle_buffer_rows,
-        prefetch_batches=spec.data.prefetch_batches,
-        pin_memory=device.type == "cuda",
+    batches = engines.build(
+        spec.data.engine,
+        engines.LoaderRequest(
+            source,
+            ctx.rank,
+            ctx.world_size,
+            spec.micro_batch_size,
+            seed=spec.training.seed,
+            shuffle=spec.data.shuffle,
+            buffer_rows=spec.data.shuffle_buffer_rows,
+            prefetch_batches=spec.data.prefetch_batches,
+            pin_memory=device.type == "cuda",
+        ),
     )
     total_steps = _total_steps(spec, batches)
     engine = build_engine(spec, model, total_steps)
@@ -116,7 +118,7 @@ def train(spec: JobSpec, sources: Sources, ctx: WorkerContext, emit: Emit) -> di
 
 def train_step(
     engine: Any,
-    batches: ParquetLoader,
+    batches: engines.Loader,
     accumulation: int,
     device: torch.device,
     dtype: torch.dtype,
@@ -149,7 +151,7 @@ def _open_data(spec: JobSpec, sources: Sources) -> tuple[ParquetSource, TensorDa
     return source, dataclasses.replace(eval_data, num_classes=source.num_classes)
 
 
-def _total_steps(spec: JobSpec, batches: ParquetLoader) -> int:
+def _total_steps(spec: JobSpec, batches: engines.Loader) -> int:
     if spec.training.max_steps is not None:
         return spec.training.max_steps
     per_epoch = batches.batches_per_epoch // spec.training.gradient_accumulation
@@ -176,7 +178,7 @@ def _summary(
     spec: JobSpec,
     losses: list[float],
     step_times: list[float],
-    batches: ParquetLoader,
+    batches: engines.Loader,
     train_rows: int,
     metrics: dict[str, float],
 ) -> dict[str, Any]:
