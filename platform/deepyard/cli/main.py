@@ -19,7 +19,9 @@ app = typer.Typer(
     add_completion=False,
 )
 spec_app = typer.Typer(help="Validate job specs and print their JSON Schema.", no_args_is_help=True)
-data_app = typer.Typer(help="Prepare datasets as Parquet.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Prepare packaged datasets or convert your own as Parquet.", no_args_is_help=True
+)
 models_app = typer.Typer(help="The registered model families.", no_args_is_help=True)
 app.add_typer(spec_app, name="spec")
 app.add_typer(data_app, name="data")
@@ -76,8 +78,14 @@ def spec_schema() -> None:
 
 @data_app.command("prepare")
 def data_prepare(
-    name: str = typer.Argument(..., help="Packaged dataset: fashion-mnist or digits."),
-    out_dir: Path = typer.Argument(..., help="Directory for train.parquet and test.parquet."),
+    name: str = typer.Argument(
+        ...,
+        help="Packaged dataset: digits, fashion-mnist, mnist (images); rotten-tomatoes (text); "
+        "airline, co2 (time series).",
+    ),
+    out_dir: Path = typer.Argument(
+        ..., help="Directory for train.parquet and test.parquet (time series: series.parquet)."
+    ),
 ) -> None:
     """Convert a dataset that ships in a package into Parquet train/test splits."""
     from deepyard.data import packaged
@@ -90,6 +98,70 @@ def data_prepare(
             raise DataError(str(exc)) from None
     for path in paths:
         err_console.print(f"wrote {escape(str(path))}")
+
+
+@data_app.command("convert")
+def data_convert(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="csv, jsonl or images."),
+    src: Path = typer.Argument(
+        ..., metavar="SRC", help="A CSV or JSON Lines file, or a folder SRC/<class_name>/*.png|jpg."
+    ),
+    out: Path = typer.Argument(
+        ...,
+        metavar="OUT",
+        help="Parquet file to write (a folder of part-*.parquet for big inputs).",
+    ),
+    label: str | None = typer.Option(None, "--label", help="csv/jsonl: the class column."),
+    features: str | None = typer.Option(
+        None,
+        "--features",
+        help="csv/jsonl: numeric columns packed into `features`, comma-separated "
+        "(default: every numeric column but the label, none with --text).",
+    ),
+    text: str | None = typer.Option(None, "--text", help="csv/jsonl: a text column to keep."),
+    label_names: str | None = typer.Option(
+        None,
+        "--label-names",
+        help="csv/jsonl: class names in id order, comma-separated (default: a text label "
+        "column's values, sorted).",
+    ),
+    size: str | None = typer.Option(
+        None, "--size", help="images: HxW to resize to (default: the first image's size)."
+    ),
+    channels: int | None = typer.Option(
+        None, "--channels", help="images: 1 (grayscale) or 3 (RGB); default: the first image's."
+    ),
+) -> None:
+    """Convert a CSV, JSON Lines file or image folder into deepyard's Parquet layout."""
+    from deepyard.data.convert import ConvertOptions, convert
+
+    with user_errors():
+        options = ConvertOptions(
+            label=label,
+            features=_comma_list(features),
+            text=text,
+            label_names=_comma_list(label_names),
+            size=_parse_size(size),
+            channels=channels,
+        )
+        paths = convert(fmt, src, out, options)
+    for path in paths:
+        err_console.print(f"wrote {escape(str(path))}")
+
+
+def _comma_list(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _parse_size(value: str | None) -> tuple[int, int] | None:
+    from deepyard.errors import DataError
+
+    if value is None:
+        return None
+    height, _, width = value.lower().partition("x")
+    if not (height.isdigit() and width.isdigit() and int(height) > 0 and int(width) > 0):
+        raise DataError(f"--size {value}: use HEIGHTxWIDTH in pixels, e.g. --size 28x28")
+    return int(height), int(width)
 
 
 @models_app.command("list")

@@ -108,6 +108,9 @@ def read_split(uri: str, features: str, label: str) -> TensorData:
 
 def features_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarray:
     arr = column.combine_chunks()
+    if pa.types.is_fixed_size_list(arr.type) and arr.null_count == 0:
+        values = arr.flatten().to_numpy(zero_copy_only=False)  # zero-copy for float32
+        return values.astype(np.float32, copy=False).reshape(len(arr), arr.type.list_size)
     if pa.types.is_fixed_size_list(arr.type) or pa.types.is_list(arr.type):
         lengths = pc.list_value_length(arr)
         widths = pc.unique(lengths.fill_null(-1)).to_pylist()  # a null list is ragged too

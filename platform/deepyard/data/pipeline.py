@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ class ParquetLoader:
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.seed, self.shuffle, self.buffer_rows = seed, shuffle, buffer_rows
         self.prefetch_batches, self.pin_memory = prefetch_batches, pin_memory
+        self.input_shape = source.input_shape  # read now, not in the reader threads
         self.epoch = 0
         self.ranges = self._fresh_ranges()
         self.consumed = 0  # rows of self.ranges handed to the training loop
@@ -151,23 +153,28 @@ class ParquetLoader:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         sizes = [g.num_rows for g in self.source.row_groups]
         windows = order.epoch_windows(sizes, self.seed, epoch, self.shuffle, self.buffer_rows)
+        segments = [  # (window index, first and last position of the range inside it)
+            (index, max(lo, w.start), min(hi, w.start + w.num_rows))
+            for lo, hi in ranges
+            for index, w in enumerate(windows)
+            if max(lo, w.start) < min(hi, w.start + w.num_rows)
+        ]
         pending_x: list[np.ndarray] = []
         pending_y: list[np.ndarray] = []
-        cached: tuple[int, np.ndarray, np.ndarray] | None = None
-        for lo, hi in ranges:
-            for index, window in enumerate(windows):
-                a, b = max(lo, window.start), min(hi, window.start + window.num_rows)
-                if a >= b:
-                    continue
-                if cached is None or cached[0] != index:
-                    groups = [self.source.row_groups[g] for g in window.groups]
-                    inputs, labels = self.source.read(groups)
-                    perm = order.window_order(window, index, self.seed, epoch, self.shuffle)
-                    cached = (index, inputs[perm], labels[perm])
-                _, inputs, labels = cached
-                pending_x.append(inputs[a - window.start : b - window.start])
-                pending_y.append(labels[a - window.start : b - window.start])
+        # One reader thread decodes the next window while this one permutes and batches.
+        with ThreadPoolExecutor(1, thread_name_prefix="deepyard-read") as reader:
+            reads = WindowReads(self, windows, epoch, [seg[0] for seg in segments], reader)
+            for index, a, b in segments:
+                inputs, labels = reads.get(index)
+                start = windows[index].start
+                pending_x.append(inputs[a - start : b - start])
+                pending_y.append(labels[a - start : b - start])
                 yield from self._full_batches(pending_x, pending_y)
+
+    def _read_window(self, window: order.Window, index: int, epoch: int) -> tuple[Any, Any]:
+        inputs, labels = self.source.read([self.source.row_groups[g] for g in window.groups])
+        perm = order.window_order(window, index, self.seed, epoch, self.shuffle)
+        return inputs[perm], labels[perm]
 
     def _full_batches(
         self, xs: list[np.ndarray], ys: list[np.ndarray]
@@ -178,7 +185,7 @@ class ParquetLoader:
             return
         x, y = (np.concatenate(xs), np.concatenate(ys)) if len(xs) > 1 else (xs[0], ys[0])
         whole = count // self.batch_size * self.batch_size
-        shape = self.source.input_shape
+        shape = self.input_shape
         for lo in range(0, whole, self.batch_size):
             inputs = torch.from_numpy(x[lo : lo + self.batch_size]).reshape(-1, *shape)
             labels = torch.from_numpy(y[lo : lo + self.batch_size])
@@ -187,3 +194,35 @@ class ParquetLoader:
             yield inputs, labels
         xs[:] = [x[whole:]] if whole < count else []
         ys[:] = [y[whole:]] if whole < count else []
+
+
+class WindowReads:
+    """Decoded windows in the order an epoch's segments need them, one read ahead."""
+
+    def __init__(
+        self,
+        loader: ParquetLoader,
+        windows: list[order.Window],
+        epoch: int,
+        needed: list[int],
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        self.loader, self.windows, self.epoch, self.pool = loader, windows, epoch, pool
+        self.needed = list(dict.fromkeys(needed))  # distinct, in first-use order
+        self.futures: dict[int, Future[tuple[Any, Any]]] = {}
+
+    def get(self, index: int) -> tuple[Any, Any]:
+        self._submit(index)
+        position = self.needed.index(index)
+        if position + 1 < len(self.needed):
+            self._submit(self.needed[position + 1])
+        for old in [i for i in self.futures if i != index and self.needed.index(i) < position]:
+            del self.futures[old]  # windows already batched: free their memory
+        return self.futures[index].result()
+
+    def _submit(self, index: int) -> None:
+        if index not in self.futures:
+            window = self.windows[index]
+            self.futures[index] = self.pool.submit(
+                self.loader._read_window, window, index, self.epoch
+            )

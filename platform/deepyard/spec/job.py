@@ -47,8 +47,9 @@ class DataSpec(_Spec):
 
     dataset: str | None = Field(
         default=None,
-        description="A packaged dataset (fashion-mnist, digits), prepared into the local "
-        "cache on first use. Use instead of `train`/`eval`.",
+        description="A packaged dataset (fashion-mnist, mnist, digits; `deepyard data "
+        "prepare --help` lists all), prepared into the local cache on first use. Use instead "
+        "of `train`/`eval`.",
     )
     train: str | None = Field(default=None, description="Parquet file or directory for training.")
     eval: str | None = Field(default=None, description="Parquet file or directory for evaluation.")
@@ -109,6 +110,13 @@ class DataSpec(_Spec):
             from deepyard.data import packaged
 
             packaged.check_name(self.dataset)
+            kind = packaged.PACKAGED[self.dataset].kind
+            if kind != "images":
+                raise ValueError(
+                    f"data.dataset={self.dataset!r} is a {kind} dataset, and training on "
+                    f"{kind} {NOT_YET} (only feature + label data); prepare it with "
+                    "`deepyard data prepare` to use it elsewhere"
+                )
         return self
 
 

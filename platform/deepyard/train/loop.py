@@ -38,51 +38,40 @@ class Sources:
     eval: str | None
 
 
+@dataclass
+class Parts:
+    """What one rank trains with, built once before the first step."""
+
+    device: torch.device
+    source: ParquetSource
+    eval_data: TensorData | None
+    batches: engines.Loader
+    engine: Any
+    total_steps: int
+    dtype: torch.dtype
+    num_parameters: int
+
+
 def train(spec: JobSpec, sources: Sources, ctx: WorkerContext, emit: Emit) -> dict[str, Any]:
     """Train the job on this rank; rank 0 returns the run summary (others return {})."""
     lead = ctx.rank == 0
     say: Emit = emit if lead else (lambda event: None)
-    say({"type": "phase", "name": "worker_started", "t": time.time()})
-    device = init_process_group(ctx, spec.resources.cpus_per_worker)
-    say({"type": "phase", "name": "process_group", "t": time.time()})
-
-    source, eval_data = _open_data(spec, sources)
-    say({"type": "phase", "name": "data_loaded", "t": time.time()})
-    _seed_everything(spec.training.seed)  # same initial weights on every rank
-    model = models.build(spec.model.name, spec.model.args, source.input_shape, source.num_classes)
-    _seed_everything(spec.training.seed + ctx.rank)  # independent dropout per rank
-    batches = engines.build(
-        spec.data.engine,
-        engines.LoaderRequest(
-            source,
-            ctx.rank,
-            ctx.world_size,
-            spec.micro_batch_size,
-            seed=spec.training.seed,
-            shuffle=spec.data.shuffle,
-            buffer_rows=spec.data.shuffle_buffer_rows,
-            prefetch_batches=spec.data.prefetch_batches,
-            pin_memory=device.type == "cuda",
-        ),
-    )
-    total_steps = _total_steps(spec, batches)
-    engine = build_engine(spec, model, total_steps)
-    dtype = DTYPES[spec.training.precision]
-    say({"type": "phase", "name": "engine_ready", "t": time.time()})
+    parts = build_parts(spec, sources, ctx, say)
+    batches, accumulation = parts.batches, spec.training.gradient_accumulation
     say(
         {
             "type": "start",
-            "total_steps": total_steps,
+            "total_steps": parts.total_steps,
             "global_batch_size": spec.global_batch_size,
-            "steps_per_epoch": batches.batches_per_epoch // spec.training.gradient_accumulation,
-            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "num_parameters": parts.num_parameters,
+            "steps_per_epoch": batches.batches_per_epoch // accumulation,
         }
     )
 
     losses, step_times = [], []
-    for step in range(1, total_steps + 1):
+    for step in range(1, parts.total_steps + 1):
         started, waited = time.perf_counter(), batches.wait_s
-        loss = train_step(engine, batches, spec.training.gradient_accumulation, device, dtype)
+        loss = train_step(parts.engine, batches, accumulation, parts.device, parts.dtype)
         step_times.append(time.perf_counter() - started)
         losses.append(loss)
         say(
@@ -91,29 +80,77 @@ def train(spec: JobSpec, sources: Sources, ctx: WorkerContext, emit: Emit) -> di
                 "step": step,
                 "epoch": batches.epoch,
                 "loss": loss,
-                "lr": engine.get_lr()[0],
+                "lr": parts.engine.get_lr()[0],
                 "step_time_s": step_times[-1],
                 "data_wait_s": batches.wait_s - waited,
                 "samples_per_s": spec.global_batch_size / step_times[-1],
                 "t": time.time(),
             }
         )
-        if _due(spec.training.eval_every_steps, step, total_steps) and eval_data is not None:
-            metrics = evaluate(
-                engine, eval_data, ctx.rank, ctx.world_size, spec.micro_batch_size, device, dtype
-            )
-            say({"type": "eval", "step": step, "metrics": metrics, "t": time.time()})
+        if _due(spec.training.eval_every_steps, step, parts.total_steps):
+            score(spec, parts, ctx, step, say)
 
-    metrics = {}
-    if eval_data is not None:
-        metrics = evaluate(
-            engine, eval_data, ctx.rank, ctx.world_size, spec.micro_batch_size, device, dtype
-        )
-        say({"type": "eval", "step": total_steps, "metrics": metrics, "t": time.time()})
+    metrics = score(spec, parts, ctx, parts.total_steps, say)
     batches.close()
     if not lead:
         return {}
-    return _summary(spec, losses, step_times, batches, source.num_rows, metrics)
+    return _summary(spec, losses, step_times, batches, parts.source.num_rows, metrics)
+
+
+def build_parts(spec: JobSpec, sources: Sources, ctx: WorkerContext, say: Emit) -> Parts:
+    """Process group, data, model, loader and DeepSpeed engine, each phase reported."""
+    say({"type": "phase", "name": "worker_started", "t": time.time()})
+    device = init_process_group(ctx, spec.resources.cpus_per_worker)
+    say({"type": "phase", "name": "process_group", "t": time.time()})
+    source, eval_data = _open_data(spec, sources)
+    say({"type": "phase", "name": "data_loaded", "t": time.time()})
+    _seed_everything(spec.training.seed)  # same initial weights on every rank
+    model = models.build(spec.model.name, spec.model.args, source.input_shape, source.num_classes)
+    _seed_everything(spec.training.seed + ctx.rank)  # independent dropout per rank
+    request = engines.LoaderRequest(
+        source,
+        ctx.rank,
+        ctx.world_size,
+        spec.micro_batch_size,
+        seed=spec.training.seed,
+        shuffle=spec.data.shuffle,
+        buffer_rows=spec.data.shuffle_buffer_rows,
+        prefetch_batches=spec.data.prefetch_batches,
+        pin_memory=device.type == "cuda",
+    )
+    batches = engines.build(spec.data.engine, request)
+    total_steps = _total_steps(spec, batches)
+    engine = build_engine(spec, model, total_steps)
+    say({"type": "phase", "name": "engine_ready", "t": time.time()})
+    return Parts(
+        device,
+        source,
+        eval_data,
+        batches,
+        engine,
+        total_steps,
+        DTYPES[spec.training.precision],
+        sum(p.numel() for p in model.parameters()),
+    )
+
+
+def score(
+    spec: JobSpec, parts: Parts, ctx: WorkerContext, step: int, say: Emit
+) -> dict[str, float]:
+    """Evaluate on the whole eval split (all ranks take part); {} without one."""
+    if parts.eval_data is None:
+        return {}
+    metrics = evaluate(
+        parts.engine,
+        parts.eval_data,
+        ctx.rank,
+        ctx.world_size,
+        spec.micro_batch_size,
+        parts.device,
+        parts.dtype,
+    )
+    say({"type": "eval", "step": step, "metrics": metrics, "t": time.time()})
+    return metrics
 
 
 def train_step(

@@ -172,8 +172,6 @@ def test_corrupt_row_group_fails_the_step_instead_of_training_on_it(tmp_path: Pa
     data = bytearray(path.read_bytes())
     data[200:260] = b"\xff" * 60  # inside the first row group's pages; footer intact
     path.write_bytes(bytes(data))
-    batches = ParquetLoader(
-        ParquetSource(str(folder), "features", "label"), 0, 1, BATCH, shuffle=False
-    )
-    with pytest.raises(DataError, match=r"a\.parquet"):
-        take(batches, 1)
+    with pytest.raises(DataError, match=r"a\.parquet.*CRC"):
+        source = ParquetSource(str(folder), "features", "label")
+        take(ParquetLoader(source, 0, 1, BATCH, shuffle=False), 1)

