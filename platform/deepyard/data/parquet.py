@@ -49,7 +49,10 @@ def open_dataset(uri: str) -> ds.Dataset:
     except DataError:
         raise
     except (OSError, pa.ArrowInvalid) as exc:
-        raise DataError(f"cannot open Parquet dataset {uri}: {exc}") from exc
+        raise DataError(
+            f"cannot open Parquet dataset {uri}: {exc}; check the URI, that its storage is "
+            "reachable from every worker, and its credentials"
+        ) from exc
 
 
 def check_columns(uri: str, columns: list[str]) -> ds.Dataset:

@@ -175,3 +175,16 @@ def test_corrupt_row_group_fails_the_step_instead_of_training_on_it(tmp_path: Pa
     with pytest.raises(DataError, match=r"a\.parquet.*CRC"):
         source = ParquetSource(str(folder), "features", "label")
         take(ParquetLoader(source, 0, 1, BATCH, shuffle=False), 1)
+
+
+def test_unreachable_uri_is_a_data_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An S3 endpoint that refuses connections (on loopback: no traffic leaves the machine)."""
+    for name, value in {
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+    }.items():
+        monkeypatch.setenv(name, value)  # static credentials: no instance-metadata lookup
+    uri = "s3://bucket/data?endpoint_override=127.0.0.1:9&scheme=http&region=us-east-1"
+    with pytest.raises(DataError, match=r"cannot open Parquet dataset s3://bucket/data.*reachable"):
+        ParquetSource(uri, "features", "label")
