@@ -84,3 +84,6 @@ def _arrow(request: LoaderRequest) -> Loader:
         prefetch_batches=request.prefetch_batches,
         pin_memory=request.pin_memory,
     )
+
+
+from deepyard.data import ray_engine  # noqa: E402, F401  (registers "ray"; imports ray lazily)

@@ -29,7 +29,9 @@ def connect(spec: JobSpec, address: str | None) -> bool:
         return False
     res = spec.resources
     ray.init(
-        num_cpus=max(os.cpu_count() or 1, res.num_workers * res.cpus_per_worker),
+        # data.engine=ray runs Ray Data tasks beside the workers: leave them CPUs to run on.
+        num_cpus=max(os.cpu_count() or 1, res.num_workers * res.cpus_per_worker)
+        + (2 if spec.data.engine == "ray" else 0),
         include_dashboard=False,
         # Secure by default: the embedded cluster, and the workers' gloo rendezvous with
         # it, listen on loopback only.
