@@ -64,12 +64,14 @@ def timed(label: str, batches: Any) -> dict[str, float]:
     assert first is not None
     result = {
         "rows": rows,
-        "rows_per_s": (rows - first_rows) / (end - first),
+        "pass_rows_per_s": rows / (end - started),  # the whole pass, first batch included
+        "rows_per_s": (rows - first_rows) / (end - first),  # once the first batch is out
         "first_batch_s": first - started,
     }
     print(
-        f"{label:>10}: {result['rows_per_s']:>12,.0f} rows/s, first batch "
-        f"{result['first_batch_s']:.2f} s",
+        f"{label:>14}: {result['pass_rows_per_s']:>10,.0f} rows/s per pass "
+        f"({result['rows_per_s']:,.0f} after the first batch, which took "
+        f"{result['first_batch_s']:.2f} s)",
         flush=True,
     )
     return result
@@ -160,12 +162,20 @@ def main() -> None:
         }
         if args.job_steps:
             results["job"] = job_data_wait(args.job_steps, Path(tmp) / "runs")
-    rate = {k: v["rows_per_s"] for k, v in results.items() if "rows_per_s" in v}
-    vs_scan, vs_ray = rate["deepyard"] / rate["scan"], rate["deepyard"] / rate["ray_data"]
+    ratios = {}
+    for kind in ("pass_rows_per_s", "rows_per_s"):
+        rate = {k: v[kind] for k, v in results.items() if kind in v}
+        ratios[kind] = (rate["deepyard"] / rate["scan"], rate["deepyard"] / rate["ray_data"])
+    (vs_scan, vs_ray), (steady_scan, steady_ray) = ratios["pass_rows_per_s"], ratios["rows_per_s"]
     verdict = "ok" if vs_scan >= 0.8 else "MISSED"
-    print(f"(b)/(a) deepyard/scan:     {vs_scan:.2f} (goal >= 0.8) {verdict}")
     print(
-        f"(b)/(c) deepyard/ray data: {vs_ray:.1f} (goal >= 5) {'ok' if vs_ray >= 5 else 'MISSED'}"
+        f"(b)/(a) deepyard/scan:     {vs_scan:.2f} per pass, {steady_scan:.2f} after the "
+        f"first batch (goal >= 0.8 per pass) {verdict}"
+    )
+    verdict = "ok" if vs_ray >= 5 else "MISSED"
+    print(
+        f"(b)/(c) deepyard/ray data: {vs_ray:.1f} per pass, {steady_ray:.1f} after the "
+        f"first batch (goal >= 5 per pass) {verdict}"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
@@ -174,8 +184,11 @@ def main() -> None:
                 "rows": args.rows,
                 "batch": args.batch,
                 **results,
-                "ratio_deepyard_scan": vs_scan,
-                "ratio_deepyard_ray": vs_ray,
+                "ratios_per_pass": {"deepyard_scan": vs_scan, "deepyard_ray": vs_ray},
+                "ratios_after_first_batch": {
+                    "deepyard_scan": steady_scan,
+                    "deepyard_ray": steady_ray,
+                },
             },
             indent=2,
         )

@@ -8,10 +8,12 @@ the training loop takes them with `next_batch()`, and the time it waits is count
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -21,7 +23,18 @@ import torch
 from deepyard.data import order
 from deepyard.data.source import ParquetSource
 
-_DONE = object()
+_LIVE: weakref.WeakSet[ParquetLoader] = weakref.WeakSet()
+
+
+def _close_live_loaders() -> None:
+    """At interpreter exit, stop readers before threads are joined: a reader killed inside
+    Arrow's C++ aborts the process ("terminate called without an active exception")."""
+    for loader in list(_LIVE):
+        loader.close()
+
+
+# Runs where concurrent.futures registers its own shutdown: before threads are joined.
+getattr(threading, "_register_atexit", atexit.register)(_close_live_loaders)
 
 
 class ParquetLoader:
@@ -128,6 +141,7 @@ class ParquetLoader:
             name=f"deepyard-loader-rank{self.rank}",
         )
         self._thread.start()
+        _LIVE.add(self)
 
     def _produce(
         self, start: tuple[int, order.Ranges, int], out: queue.Queue[Any], stop: threading.Event
@@ -135,22 +149,20 @@ class ParquetLoader:
         epoch, ranges, consumed = start
         try:
             while not stop.is_set():
-                for batch in self._epoch_batches(epoch, order.skip(ranges, consumed)):
-                    while not stop.is_set():
-                        try:
-                            out.put(batch, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
+                batches = self._epoch_batches(epoch, order.skip(ranges, consumed))
+                try:
+                    for batch in batches:
+                        if not _put(out, batch, stop):
+                            return
+                finally:
+                    batches.close()  # on stop: also joins the reader thread
                 epoch, ranges, consumed = epoch + 1, self._fresh_ranges(), 0
         except BaseException as exc:  # handed to the training loop, raised there
             out.put(exc)
 
     def _epoch_batches(
         self, epoch: int, ranges: order.Ranges
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    ) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
         sizes = [g.num_rows for g in self.source.row_groups]
         windows = order.epoch_windows(sizes, self.seed, epoch, self.shuffle, self.buffer_rows)
         segments = [  # (window index, first and last position of the range inside it)
@@ -179,21 +191,43 @@ class ParquetLoader:
     def _full_batches(
         self, xs: list[np.ndarray], ys: list[np.ndarray]
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Emit every whole batch from the pending chunks; keep the remainder pending."""
-        count = sum(len(y) for y in ys)
-        if count < self.batch_size:
-            return
-        x, y = (np.concatenate(xs), np.concatenate(ys)) if len(xs) > 1 else (xs[0], ys[0])
-        whole = count // self.batch_size * self.batch_size
-        shape = self.input_shape
-        for lo in range(0, whole, self.batch_size):
-            inputs = torch.from_numpy(x[lo : lo + self.batch_size]).reshape(-1, *shape)
-            labels = torch.from_numpy(y[lo : lo + self.batch_size])
+        """Emit every whole batch from the pending chunks; keep the remainder pending.
+
+        A batch inside one chunk is a view; only a batch that straddles two chunks is
+        copied, so each row is copied once (by the window permutation), not twice."""
+        bs = self.batch_size
+        while sum(len(y) for y in ys) >= bs:
+            if len(ys[0]) >= bs:
+                x, y = xs[0][:bs], ys[0][:bs]
+                xs[0], ys[0] = xs[0][bs:], ys[0][bs:]
+            else:
+                parts_x, parts_y, need = [], [], bs
+                while need:
+                    take = min(need, len(ys[0]))
+                    parts_x.append(xs[0][:take])
+                    parts_y.append(ys[0][:take])
+                    xs[0], ys[0], need = xs[0][take:], ys[0][take:], need - take
+                    if not len(ys[0]):
+                        del xs[0], ys[0]
+                x, y = np.concatenate(parts_x), np.concatenate(parts_y)
+            if xs and not len(ys[0]):
+                del xs[0], ys[0]
+            inputs = torch.from_numpy(x).reshape(-1, *self.input_shape)
+            labels = torch.from_numpy(y)
             if self.pin_memory:
                 inputs, labels = inputs.pin_memory(), labels.pin_memory()
             yield inputs, labels
-        xs[:] = [x[whole:]] if whole < count else []
-        ys[:] = [y[whole:]] if whole < count else []
+
+
+def _put(out: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put `item`, waiting for room; False once `stop` is set."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 class WindowReads:

@@ -7,11 +7,13 @@ reader holds only the row groups of its current shuffle window in memory.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from deepyard.data.parquet import (
@@ -57,6 +59,7 @@ class ParquetSource:
         if not self.row_groups:
             raise DataError(f"{uri} has no rows; point the job at a non-empty dataset")
         self._files: dict[str, pq.ParquetFile] = {}
+        self._lock = threading.Lock()  # a ParquetFile reader is not safe across threads
 
     @property
     def num_rows(self) -> int:
@@ -92,6 +95,10 @@ class ParquetSource:
         return inputs, labels
 
     def _read_table(self, groups: list[RowGroup], columns: list[str]) -> pa.Table:
+        with self._lock:
+            return self._read_locked(groups, columns)
+
+    def _read_locked(self, groups: list[RowGroup], columns: list[str]) -> pa.Table:
         parts = []
         for group in groups:
             try:
@@ -107,7 +114,10 @@ class ParquetSource:
         if path not in self._files:
             # Page checksums, where the writer stored them, catch flipped bytes that would
             # otherwise decode into silently wrong samples.
+            local = isinstance(self.filesystem, pafs.LocalFileSystem)
             self._files[path] = pq.ParquetFile(
-                self.filesystem.open_input_file(path), page_checksum_verification=True
+                path if local else self.filesystem.open_input_file(path),
+                memory_map=local,  # local files: no copy through a read buffer
+                page_checksum_verification=True,
             )
         return self._files[path]
