@@ -6,6 +6,7 @@ JSON) and `deepyard.num_classes`; `deepyard data prepare` writes both.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import warnings
@@ -36,16 +37,18 @@ def _format() -> ds.ParquetFileFormat:
 
 
 def open_dataset(uri: str) -> ds.Dataset:
+    """A Parquet file, a directory of them, or a glob (`data/part-*.parquet`), on the local
+    disk or any pyarrow.fs URI (file://, s3://, gs://, ...)."""
     try:
         if is_local(uri):
-            path = uri.removeprefix("file://")
-            if not Path(path).exists():
-                raise DataError(
-                    f"{path} does not exist; check the path or run `deepyard data prepare`"
-                )
-            return ds.dataset(path, format=_format())
-        fs, path = pafs.FileSystem.from_uri(uri)
-        return ds.dataset(path, filesystem=fs, format=_format())
+            fs: pafs.FileSystem = pafs.LocalFileSystem()
+            path = str(Path(uri.removeprefix("file://")).absolute())
+        else:
+            fs, path = pafs.FileSystem.from_uri(uri)
+        target: str | list[str] = _expand_glob(fs, path, uri) if _is_glob(path) else path
+        if isinstance(target, str) and fs.get_file_info(target).type == pafs.FileType.NotFound:
+            raise DataError(f"{uri} does not exist; check the path or run `deepyard data prepare`")
+        return ds.dataset(target, filesystem=fs, format=_format())
     except DataError:
         raise
     except (OSError, pa.ArrowInvalid) as exc:
@@ -53,6 +56,26 @@ def open_dataset(uri: str) -> ds.Dataset:
             f"cannot open Parquet dataset {uri}: {exc}; check the URI, that its storage is "
             "reachable from every worker, and its credentials"
         ) from exc
+
+
+def _is_glob(path: str) -> bool:
+    return any(ch in path for ch in "*?[")
+
+
+def _expand_glob(fs: pafs.FileSystem, path: str, uri: str) -> list[str]:
+    """Files matching a glob, sorted; the pattern's wildcards may sit in the last parts."""
+    parts = path.split("/")
+    fixed = next(i for i, part in enumerate(parts) if _is_glob(part))
+    base = "/".join(parts[:fixed]) or "/"
+    selector = pafs.FileSelector(base, recursive=len(parts) - fixed > 1, allow_not_found=True)
+    matches = sorted(
+        info.path
+        for info in fs.get_file_info(selector)
+        if info.type == pafs.FileType.File and fnmatch.fnmatchcase(info.path, path)
+    )
+    if not matches:
+        raise DataError(f"{uri} matches no files; check the pattern")
+    return matches
 
 
 def check_columns(uri: str, columns: list[str]) -> ds.Dataset:

@@ -188,3 +188,13 @@ def test_unreachable_uri_is_a_data_error_naming_it(monkeypatch: pytest.MonkeyPat
     uri = "s3://bucket/data?endpoint_override=127.0.0.1:9&scheme=http&region=us-east-1"
     with pytest.raises(DataError, match=r"cannot open Parquet dataset s3://bucket/data.*reachable"):
         ParquetSource(uri, "features", "label")
+
+
+def test_a_glob_selects_files(tmp_path: Path) -> None:
+    folder = write_rows(tmp_path / "d")
+    only_b = ParquetSource(str(folder / "b*.parquet"), "features", "label")
+    assert only_b.num_rows == ROWS - ROWS * 3 // 5
+    both = ParquetSource(f"file://{folder}/*.parquet", "features", "label")
+    assert both.num_rows == ROWS
+    with pytest.raises(DataError, match="matches no files"):
+        ParquetSource(str(folder / "c*.parquet"), "features", "label")
