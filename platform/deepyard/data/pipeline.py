@@ -4,6 +4,10 @@ The producer thread reads the row groups of the next shuffle window, decodes the
 numpy (zero-copy where Arrow allows), permutes and slices batches into a bounded queue;
 the training loop takes them with `next_batch()`, and the time it waits is counted in
 `wait_s`. `state_dict()` counts only what the loop consumed, never what was prefetched.
+
+A text source (deepyard.data.text) yields token ids instead: its reader thread tokenizes
+each window, and each batch is padded to its own longest row with the tokenizer's pad id,
+so inputs are (B, L) int64 with L <= max_length and the mask is `inputs != pad_id`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 
 from deepyard.data import order
 from deepyard.data.source import ParquetSource
+from deepyard.data.text import pad_batch
 
 _LIVE: weakref.WeakSet[ParquetLoader] = weakref.WeakSet()
 
@@ -58,6 +63,7 @@ class ParquetLoader:
         self.seed, self.shuffle, self.buffer_rows = seed, shuffle, buffer_rows
         self.prefetch_batches, self.pin_memory = prefetch_batches, pin_memory
         self.input_shape = source.input_shape  # read now, not in the reader threads
+        self.pad_id = source.pad_id  # text sources: pad each batch's ids with this
         self.epoch = 0
         self.ranges = self._fresh_ranges()
         self.consumed = 0  # rows of self.ranges handed to the training loop
@@ -212,11 +218,16 @@ class ParquetLoader:
                 x, y = np.concatenate(parts_x), np.concatenate(parts_y)
             if xs and not len(ys[0]):
                 del xs[0], ys[0]
-            inputs = torch.from_numpy(x).reshape(-1, *self.input_shape)
+            inputs = self._inputs(x)
             labels = torch.from_numpy(y)
             if self.pin_memory:
                 inputs, labels = inputs.pin_memory(), labels.pin_memory()
             yield inputs, labels
+
+    def _inputs(self, rows: np.ndarray) -> torch.Tensor:
+        if self.pad_id is not None:  # token ids of different lengths
+            return pad_batch(list(rows), self.pad_id)[0]
+        return torch.from_numpy(rows).reshape(-1, *self.input_shape)
 
 
 def _put(out: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:

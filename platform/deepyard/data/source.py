@@ -1,7 +1,9 @@
 """A Parquet dataset as a list of row groups with global row offsets.
 
 The unit of reading is the row group: one file of any size splits across ranks, and a
-reader holds only the row groups of its current shuffle window in memory.
+reader holds only the row groups of its current shuffle window in memory. In text mode
+(a `text` column and a tokenizer) a read returns each row's token ids instead of a
+feature matrix; the caller's reader thread does the tokenizing (deepyard.data.text).
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import json
 import threading
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from deepyard.data import text as text_ids
 from deepyard.data.parquet import (
     CLASSES_KEY,
     SHAPE_KEY,
@@ -24,6 +28,9 @@ from deepyard.data.parquet import (
     labels_to_numpy,
 )
 from deepyard.errors import DataError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -36,11 +43,32 @@ class RowGroup:
 class ParquetSource:
     """Row groups of a Parquet file, directory or URI, in a deterministic (path) order."""
 
-    def __init__(self, uri: str, features: str, label: str) -> None:
+    def __init__(
+        self,
+        uri: str,
+        features: str,
+        label: str,
+        *,
+        text: str | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        if (text is None) != (tokenizer is None):
+            raise ValueError("a text column needs a tokenizer, and a tokenizer a text column")
+        if tokenizer is not None and not tokenizer.truncation:
+            raise ValueError("load the tokenizer with deepyard.data.text.load_tokenizer")
         self.uri = uri
         self.features = features
         self.label = label
-        dataset = check_columns(uri, [features, label])
+        self.text, self.tokenizer = text, tokenizer
+        # Text mode: ids padded per batch with this id (deepyard.data.text.pad_batch).
+        self.pad_id = None if tokenizer is None else text_ids.pad_id(tokenizer)
+        self._inputs = features if text is None else text
+        dataset = check_columns(uri, [label] if text else [features, label])
+        if text is not None and text not in dataset.schema.names:
+            raise DataError(
+                f"column {text} not found; the dataset has: {', '.join(dataset.schema.names)} "
+                "(set data.text)"
+            )
         self.filesystem = dataset.filesystem
         self.schema = dataset.schema
         self.row_groups: list[RowGroup] = []
@@ -67,6 +95,11 @@ class ParquetSource:
 
     @cached_property
     def input_shape(self) -> tuple[int, ...]:
+        """Per-row input shape; in text mode (max_length,), the longest a row's ids get."""
+        if self.tokenizer is not None:
+            truncation = self.tokenizer.truncation
+            assert truncation is not None  # checked in __init__
+            return (int(truncation["max_length"]),)
         meta = self.schema.metadata or {}
         if SHAPE_KEY in meta:
             return tuple(int(s) for s in json.loads(meta[SHAPE_KEY]))
@@ -87,12 +120,17 @@ class ParquetSource:
         return top + 1
 
     def read(self, groups: list[RowGroup]) -> tuple[np.ndarray, np.ndarray]:
-        """(features (n, d) float32, labels (n,) int64) of these row groups, in order."""
-        table = self._read_table(groups, [self.features, self.label])
+        """(features (n, d) float32, labels (n,) int64) of these row groups, in order.
+
+        In text mode the inputs are each row's token ids: an (n,) object array of int64
+        arrays of different lengths (truncated, not padded)."""
+        table = self._read_table(groups, [self._inputs, self.label])
         where = groups[0].path if len(groups) == 1 else self.uri
-        inputs = features_to_numpy(table.column(0), where, self.features)
         labels = labels_to_numpy(table.column(1), where, self.label)
-        return inputs, labels
+        if self.tokenizer is None:
+            return features_to_numpy(table.column(0), where, self.features), labels
+        texts = _texts(table.column(0), where, self._inputs)
+        return text_ids.encode(self.tokenizer, texts), labels
 
     def _read_table(self, groups: list[RowGroup], columns: list[str]) -> pa.Table:
         with self._lock:
@@ -121,3 +159,17 @@ class ParquetSource:
                 page_checksum_verification=True,
             )
         return self._files[path]
+
+
+def _texts(column: pa.ChunkedArray, uri: str, name: str) -> list[str]:
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise DataError(
+            f"{uri}: text column {name!r} has type {column.type}; data.text must name a "
+            "column of strings"
+        )
+    if column.null_count:
+        raise DataError(
+            f"{uri}: text column {name!r} has {column.null_count} missing values; drop those "
+            "rows or fill them with empty strings"
+        )
+    return column.to_pylist()

@@ -24,6 +24,7 @@ class ModelEntry:
     builder: Builder
     summary: str
     example_job: str | None = None
+    inputs: str = "features"  # what forward() takes: "features" (float) or "tokens" (ids)
 
     def arg_names(self) -> list[str]:
         params = inspect.signature(self.builder).parameters
@@ -34,14 +35,19 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register(
-    name: str, *, family: str, summary: str, example_job: str | None = None
+    name: str,
+    *,
+    family: str,
+    summary: str,
+    example_job: str | None = None,
+    inputs: str = "features",
 ) -> Callable[[Builder], Builder]:
     """Decorator: register `builder` under `name`; a second registration is an error."""
 
     def wrap(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, family, builder, summary, example_job)
+        _REGISTRY[name] = ModelEntry(name, family, builder, summary, example_job, inputs)
         return builder
 
     return wrap

