@@ -59,6 +59,17 @@ def window_order(window: Window, index: int, seed: int, epoch: int, shuffle: boo
     return np.random.default_rng([seed, epoch, index]).permutation(window.num_rows)
 
 
+def batches_per_rank(uri: str, num_rows: int, world_size: int, batch_size: int) -> int:
+    """Whole batches each rank gets in a fresh epoch (drop-last); at least one, or an error."""
+    batches = num_rows // (world_size * batch_size)
+    if batches == 0:
+        raise ValueError(
+            f"{uri} has {num_rows} rows, fewer than one batch of {batch_size} for each of "
+            f"{world_size} workers; lower data.batch_size"
+        )
+    return batches
+
+
 def rank_ranges(num_rows: int, world_size: int, rank: int, batch_size: int) -> Ranges:
     """A fresh epoch's positions for `rank`: equal whole batches, drop-last."""
     per_rank = num_rows // (world_size * batch_size) * batch_size

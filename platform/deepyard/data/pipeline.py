@@ -62,6 +62,10 @@ class ParquetLoader:
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.seed, self.shuffle, self.buffer_rows = seed, shuffle, buffer_rows
         self.prefetch_batches, self.pin_memory = prefetch_batches, pin_memory
+        # Batches of a fresh epoch for this rank (a resumed epoch may have fewer left).
+        self.batches_per_epoch = order.batches_per_rank(
+            source.uri, source.num_rows, world_size, batch_size
+        )
         self.input_shape = source.input_shape  # read now, not in the reader threads
         self.pad_id = source.pad_id  # text sources: pad each batch's ids with this
         self.epoch = 0
@@ -71,16 +75,6 @@ class ParquetLoader:
         self._queue: queue.Queue[Any] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        if self.batches_per_epoch == 0:
-            raise ValueError(
-                f"{source.uri} has {source.num_rows} rows, fewer than one batch of "
-                f"{batch_size} for each of {world_size} workers; lower data.batch_size"
-            )
-
-    @property
-    def batches_per_epoch(self) -> int:
-        """Batches of a fresh epoch for this rank (a resumed epoch may have fewer left)."""
-        return order.total(self._fresh_ranges()) // self.batch_size
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.consumed >= order.total(self.ranges):

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from deepyard.data import order
 from deepyard.data.engines import Loader, LoaderRequest, register
 from deepyard.data.parquet import features_to_numpy, labels_to_numpy
 from deepyard.data.source import ParquetSource
@@ -76,19 +77,13 @@ class RayDataLoader:
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.seed, self.shuffle = seed, shuffle
         self.prefetch_batches, self.pin_memory = prefetch_batches, pin_memory
+        self.batches_per_epoch = order.batches_per_rank(
+            source.uri, source.num_rows, world_size, batch_size
+        )
         self.epoch = 0
         self.consumed = 0  # batches of this epoch handed to the training loop
         self.wait_s = 0.0  # time next_batch() spent waiting, the epoch's pipeline included
         self._batches: Batches | None = None
-        if self.batches_per_epoch == 0:
-            raise ValueError(
-                f"{source.uri} has {source.num_rows} rows, fewer than one batch of "
-                f"{batch_size} for each of {world_size} workers; lower data.batch_size"
-            )
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return self.source.num_rows // (self.world_size * self.batch_size)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.consumed >= self.batches_per_epoch:

@@ -198,3 +198,8 @@ def test_a_glob_selects_files(tmp_path: Path) -> None:
     assert both.num_rows == ROWS
     with pytest.raises(DataError, match="matches no files"):
         ParquetSource(str(folder / "c*.parquet"), "features", "label")
+
+
+def test_too_few_rows_for_one_batch_per_rank_names_the_fix(source: ParquetSource) -> None:
+    with pytest.raises(ValueError, match=r"has 1003 rows, fewer than one batch of 300 for each"):
+        ParquetLoader(source, 0, 4, 300)
