@@ -14,7 +14,7 @@ from pathlib import Path
 from deepyard import spec as specs
 from deepyard.data import resolve_sources
 from deepyard.errors import DeepyardError
-from deepyard.telemetry import ProgressDisplay, RunRecorder, new_run_id
+from deepyard.telemetry.session import command_start_time, open_run
 from deepyard.train.dist import WorkerContext
 from deepyard.train.loop import Sources, train
 
@@ -33,8 +33,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
     args = parser.parse_args(argv)
 
-    from deepyard.cli.run import command_start_time
-
     started_at = command_start_time()
     ctx = WorkerContext.from_env()
     try:
@@ -43,23 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     except DeepyardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    recorder = display = None
-    if ctx.rank == 0:
-        run_id = new_run_id()
-        run_dir = Path(spec.output_dir) / spec.name / run_id
-        recorder = RunRecorder(run_dir, spec.name, run_id, started_at)
-        recorder.write_spec(spec.model_dump(mode="json"), specs.spec_hash(spec))
-        display = ProgressDisplay(spec.name, spec.training.log_every_steps)
+    session = open_run(spec, started_at) if ctx.rank == 0 else None
 
     def emit(event: dict) -> None:
-        if recorder and display:
-            recorder.add(event)
-            display.add(event)
+        if session is not None:
+            session.emit(event)
 
     result = train(spec, Sources(train_uri, eval_uri), ctx, emit)
-    if recorder and display:
-        display.close()
-        summary = recorder.finish(result, "succeeded")
+    if session is not None:
+        session.display.close()
+        summary = session.recorder.finish(result, "succeeded")
         if args.json:
             print(json.dumps(summary, default=float))
     return 0

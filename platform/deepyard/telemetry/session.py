@@ -1,0 +1,54 @@
+"""One run as the person who started it sees it: its record on disk and its live display,
+fed by the same events. Shared by `deepyard run` and `python -m deepyard.train`."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from deepyard import spec as specs
+from deepyard.telemetry.progress import ProgressDisplay
+from deepyard.telemetry.record import RunRecorder, new_run_id
+
+
+def command_start_time() -> float:
+    """When this process started: start-up figures count from the user's command.
+
+    From /proc (10 ms resolution) where it exists; psutil's create_time() is rounded to
+    the boot time's whole second on Linux.
+    """
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        age = uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return time.time() - age
+    except (OSError, ValueError, IndexError):
+        try:
+            return float(psutil.Process().create_time())
+        except psutil.Error:
+            return time.time()
+
+
+@dataclass
+class RunSession:
+    recorder: RunRecorder
+    display: ProgressDisplay
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.recorder.add(event)
+        self.display.add(event)
+
+
+def open_run(spec: specs.JobSpec, started_at: float) -> RunSession:
+    """A new run directory under output_dir/name/, holding the resolved spec, and its display."""
+    run_id = new_run_id()
+    recorder = RunRecorder(
+        Path(spec.output_dir) / spec.name / run_id, spec.name, run_id, started_at
+    )
+    recorder.write_spec(spec.model_dump(mode="json"), specs.spec_hash(spec))
+    return RunSession(recorder, ProgressDisplay(spec.name, spec.training.log_every_steps))
