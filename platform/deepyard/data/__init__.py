@@ -8,20 +8,23 @@ window shuffle, background prefetch, exact cursor) for training; `read_split()` 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from deepyard.data.loader import eval_batches
 from deepyard.data.parquet import TensorData, read_split
 from deepyard.data.pipeline import ParquetLoader
 from deepyard.data.source import ParquetSource
 
+if TYPE_CHECKING:  # deepyard.spec imports this package to check names: type-only here
+    from deepyard.spec import DataSpec
+
 __all__ = ["ParquetLoader", "ParquetSource", "TensorData", "eval_batches", "read_split"]
 
 
-def resolve_sources(data_spec: object) -> tuple[str, str | None]:
+def resolve_sources(data_spec: DataSpec) -> tuple[str, str | None]:
     """(train URI, eval URI or None); a packaged dataset is prepared into the cache first."""
     from deepyard.data import packaged
-    from deepyard.spec import DataSpec
 
-    assert isinstance(data_spec, DataSpec)
     if data_spec.dataset is not None:
         train, test = packaged.ensure_prepared(data_spec.dataset)
         return str(train), str(test)
