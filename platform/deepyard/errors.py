@@ -47,3 +47,7 @@ class TrainingError(DeepyardError):
         self.worker_traceback = worker_traceback
         where = f"worker rank {rank}" if rank is not None else "a worker"
         super().__init__(f"training failed on {where}: {message}")
+
+
+class CheckpointError(DeepyardError):
+    """A checkpoint cannot be written, read or trusted: names the location and the fix."""

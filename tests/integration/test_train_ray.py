@@ -14,8 +14,9 @@ import pytest
 from deepyard.data.parquet import write_split
 from deepyard.errors import TrainingError
 from deepyard.launch.local import run_job
-from deepyard.launch.workers import WorkerGroup
+from deepyard.launch.workers import WorkerGroup, WorkerLost
 from deepyard.train.loop import Sources
+from deepyard.train.plan import AttemptPlan
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -66,8 +67,8 @@ def test_killed_worker_stops_the_job_instead_of_hanging(ray_session, digits_job)
     group = WorkerGroup(spec, on_event, print)
     try:
         group.start()
-        with pytest.raises(TrainingError, match=r"rank 1.*died"):
-            group.run(sources)
+        with pytest.raises(WorkerLost, match=r"rank 1.*died"):
+            group.run(sources, AttemptPlan())
         assert time.monotonic() - killed[0] < 60
     finally:
         pids = list(group.pids)

@@ -40,16 +40,36 @@ def run(
         None, "--address", help="Join a running Ray cluster instead of starting one."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON on stdout."),
+    restart: bool = typer.Option(
+        False,
+        "--restart",
+        help="Start fresh in a new checkpoint lineage instead of resuming (old ones are kept).",
+    ),
 ) -> None:
-    """Train a job on an embedded local Ray (or --address) and print its summary."""
+    """Train a job on an embedded local Ray (or --address) and print its summary.
+
+    With checkpointing on, rerunning the same command resumes from the newest valid
+    checkpoint. On SIGTERM the job checkpoints at the next step and exits with 143.
+    """
     from deepyard.cli.run import run as run_job
 
     with user_errors():
         try:
-            run_job(file, overrides, address, as_json)
+            summary = run_job(file, overrides, address, as_json, restart)
         except KeyboardInterrupt:
             err_console.print("stopped by Ctrl-C; workers and the embedded Ray were shut down")
             raise typer.Exit(130) from None
+    if summary["status"] == "preempted":
+        saved = (summary.get("checkpoints") or {}).get("last_step")
+        err_console.print(
+            f"preempted at step {summary['steps']}: "
+            + (
+                f"checkpoint step {saved} saved; rerun the same command to resume"
+                if saved
+                else "checkpointing is off, so the progress is lost (set checkpoint.every_steps)"
+            )
+        )
+        raise typer.Exit(143)
 
 
 @spec_app.command("validate")

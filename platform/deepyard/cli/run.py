@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,10 @@ from deepyard.telemetry.session import command_start_time, open_run
 from deepyard.train.loop import Sources
 
 
-def run(file: Path, overrides: list[str], address: str | None, as_json: bool) -> dict[str, Any]:
+def run(
+    file: Path, overrides: list[str], address: str | None, as_json: bool, restart: bool = False
+) -> dict[str, Any]:
+    """Run the job; the summary's status is succeeded or preempted (SIGTERM, checkpointed)."""
     started_at = command_start_time()
     spec = specs.load(file, overrides)
     train_uri, eval_uri = resolve_sources(spec.data)
@@ -25,12 +29,21 @@ def run(file: Path, overrides: list[str], address: str | None, as_json: bool) ->
     recorder, display = session.recorder, session.display
     recorder.phase("spec_loaded")
 
-    from deepyard.launch.local import run_job
+    from deepyard.launch.local import JobRunner
 
+    runner = JobRunner(
+        spec,
+        Sources(train_uri, eval_uri),
+        session.emit,
+        display.note,
+        recorder.run_id,
+        restart,
+        recorder.run_dir,
+    )
+    # Kubernetes preempts with SIGTERM and a grace period: checkpoint, then exit.
+    previous = signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
     try:
-        worker_summary = run_job(
-            spec, Sources(train_uri, eval_uri), session.emit, display.note, address
-        )
+        worker_summary = runner.run(address)
     except KeyboardInterrupt:
         display.close()
         recorder.finish(None, "stopped", "stopped by Ctrl-C")
@@ -40,10 +53,13 @@ def run(file: Path, overrides: list[str], address: str | None, as_json: bool) ->
         if isinstance(exc, TrainingError) and exc.worker_traceback:
             (recorder.run_dir / "error.txt").write_text(exc.worker_traceback)
             exc.args = (f"{exc}\n  full worker traceback: {recorder.run_dir / 'error.txt'}",)
-        recorder.finish(None, "failed", str(exc))
+        recorder.finish(runner.attempts.summary(), "failed", str(exc))
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     display.close()
-    summary = recorder.finish(worker_summary, "succeeded")
+    preempted = worker_summary.get("outcome") == "preempted"
+    summary = recorder.finish(worker_summary, "preempted" if preempted else "succeeded")
     Console(file=sys.stderr if as_json else sys.stdout).print(summary_table(summary))
     if as_json:
         print(json.dumps(summary, default=float))

@@ -110,11 +110,14 @@ def split(ranges: Ranges, parts: int, batch_size: int) -> list[Ranges]:
     return pieces
 
 
-def reshard(states: Sequence[dict[str, Any]], world_size: int) -> list[dict[str, Any]]:
+def reshard(
+    states: Sequence[dict[str, Any]], world_size: int, batch_size: int | None = None
+) -> list[dict[str, Any]]:
     """Cursors of every old rank → cursors for `world_size` new ranks, in the same epoch.
 
     The new ranks share exactly the positions no old rank has consumed yet (less the
-    drop-last remainder of fewer than world_size x batch_size positions).
+    drop-last remainder of fewer than world_size x batch_size positions). `batch_size`
+    is the new per-rank batch (a fixed global batch over fewer ranks means larger ones).
     """
     first = states[0]
     if len({(s["epoch"], s["seed"], s["num_rows"], s["batch_size"]) for s in states}) != 1:
@@ -124,8 +127,16 @@ def reshard(states: Sequence[dict[str, Any]], world_size: int) -> list[dict[str,
     remaining: Ranges = []
     for state in sorted(states, key=lambda s: s["rank"]):
         remaining += skip([tuple(r) for r in state["ranges"]], state["consumed"])
-    pieces = split(remaining, world_size, first["batch_size"])
+    batch = batch_size or first["batch_size"]
+    pieces = split(remaining, world_size, batch)
     return [
-        {**first, "rank": rank, "world_size": world_size, "ranges": piece, "consumed": 0}
+        {
+            **first,
+            "rank": rank,
+            "world_size": world_size,
+            "batch_size": batch,
+            "ranges": [list(r) for r in piece],
+            "consumed": 0,
+        }
         for rank, piece in enumerate(pieces)
     ]

@@ -2,20 +2,27 @@
 
 The driver owns the lifecycle: start Ray if it has to, start the worker gang, stream
 events, and on success, failure or Ctrl-C stop every worker and the Ray it started.
+A failed attempt is retried from the newest checkpoint while `failure.max_restarts`
+allows (launch/attempts.py decides).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import ray
 
+from deepyard.errors import DeepyardError
+from deepyard.launch.attempts import Attempts, FailurePolicy, open_lineage, plan_attempt
 from deepyard.launch.workers import OnEvent, WorkerGroup
 from deepyard.spec import JobSpec
+from deepyard.telemetry.record import new_run_id
 from deepyard.train.loop import Sources
 
 
@@ -41,6 +48,85 @@ def connect(spec: JobSpec, address: str | None) -> bool:
     return True
 
 
+class JobRunner:
+    """Runs a job's attempts on Ray until it finishes, is preempted or runs out of restarts.
+
+    `request_stop()` (SIGTERM, preemption) may be called from a signal handler at any time.
+    """
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        sources: Sources,
+        on_event: OnEvent,
+        wait_note: Callable[[str], None],
+        run_id: str,
+        restart: bool = False,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.spec, self.sources, self.run_id, self.restart = spec, sources, run_id, restart
+        self.log_dir = log_dir
+        self.on_event, self.wait_note = on_event, wait_note
+        self.attempts = Attempts()
+        self.group: WorkerGroup | None = None
+        self.stop_requested = False
+
+    def request_stop(self) -> None:
+        """Preemption (SIGTERM): checkpoint at the next step boundary and return."""
+        self.stop_requested = True
+        if self.group is not None:
+            self.group.request_stop()
+
+    def run(self, address: str | None = None) -> dict[str, Any]:
+        """Rank 0's summary plus the attempts record. Raises DeepyardError on failure."""
+        started = connect(self.spec, address)
+        self.on_event({"type": "phase", "name": "ray_ready", "t": time.time()})
+        policy = FailurePolicy(self.spec.failure.max_restarts)
+        try:
+            lineage = open_lineage(self.spec, self.restart)
+            while True:
+                try:
+                    return {**self._attempt(lineage), **self.attempts.summary()}
+                except DeepyardError as exc:
+                    if self.stop_requested or not policy.decide(exc, self.attempts.attempt):
+                        raise
+                    self.attempts.failed(exc)
+                    self.wait_note(
+                        f"attempt {self.attempts.attempt - 1} failed: {str(exc).splitlines()[0]}"
+                        f"; restarting (attempt {self.attempts.attempt} of "
+                        f"{policy.max_restarts + 1}) from the newest checkpoint"
+                    )
+        finally:
+            if started:
+                ray.shutdown()
+
+    def _attempt(self, lineage: str | None) -> dict[str, Any]:
+        plan = plan_attempt(
+            self.spec, self.attempts.attempt, lineage, self.run_id, self.wait_note, os.getpid()
+        )
+        self.group = WorkerGroup(self.spec, self._observe, self.wait_note)
+        self.group.stop_requested = self.stop_requested
+        try:
+            self.group.start()
+            return self.group.run(self.sources, plan)
+        finally:
+            if self.group.hang_report:
+                self._log_stacks(self.group.hang_report)
+            self.group.stop()
+
+    def _log_stacks(self, report: str) -> None:
+        name = f"stacks-attempt-{self.attempts.attempt}.txt"
+        if self.log_dir is None:
+            print(report, file=sys.stderr)
+            return
+        (self.log_dir / name).write_text(report + "\n")
+        self.wait_note(f"hung: every rank's Python stack is in {self.log_dir / name}")
+
+    def _observe(self, event: dict[str, Any]) -> None:
+        self.attempts.observe(event)
+        self.on_event({**event, "attempt": self.attempts.attempt})
+
+
 def run_job(
     spec: JobSpec,
     sources: Sources,
@@ -49,13 +135,4 @@ def run_job(
     address: str | None = None,
 ) -> dict[str, Any]:
     """Train `spec` on Ray; returns rank 0's summary. Raises DeepyardError on failure."""
-    started = connect(spec, address)
-    on_event({"type": "phase", "name": "ray_ready", "t": time.time()})
-    group = WorkerGroup(spec, on_event, wait_note)
-    try:
-        group.start()
-        return group.run(sources)
-    finally:
-        group.stop()
-        if started:
-            ray.shutdown()
+    return JobRunner(spec, sources, on_event, wait_note, new_run_id()).run(address)

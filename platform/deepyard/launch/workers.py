@@ -4,15 +4,19 @@ Ray core actors rather than Ray Train: command-to-first-step measured ≈ 17 s h
 against 31-45 s for Ray Train v2 (docs/benchmarks.md). The group starts all workers
 at once or waits (placement group = gang), forms the torch process group through
 rank 0's address, streams rank 0's events to the driver, and on the first failure
-of any rank stops every rank, so a job never hangs on a dead peer.
+of any rank stops every rank, so a job never hangs on a dead peer. A worker that
+makes no step progress for `failure.hang_timeout_s` is a hang: every rank's Python
+stack goes to the job's log and the attempt fails like a crash.
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -20,28 +24,53 @@ import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from deepyard.errors import DeepyardError, TrainingError
+from deepyard.errors import DeepyardError, RetryableError, TrainingError
 from deepyard.spec import JobSpec
 from deepyard.train.dist import WorkerContext, free_port
 from deepyard.train.loop import Sources
+from deepyard.train.plan import AttemptPlan
 
 OnEvent = Callable[[dict[str, Any]], None]
 
 
+class WorkerLost(RetryableError):
+    """A worker process died (killed, out of memory, its node lost)."""
+
+
+class WorkerHung(RetryableError):
+    """No step progress for failure.hang_timeout_s."""
+
+
 class TrainWorker:
-    """One rank. Threaded (max_concurrency=2) so the driver can drain events mid-run."""
+    """One rank. Threaded (max_concurrency=3) so the driver can drain events, ask for a
+    stop and read stacks while the training thread runs."""
 
     def __init__(self) -> None:
         self._events: collections.deque[dict[str, Any]] = collections.deque()
-        self._lock = threading.Lock()
+        self._stop = threading.Event()
 
     def address(self) -> tuple[str, int, int]:
         return ray.util.get_node_ip_address(), free_port(), os.getpid()
 
-    def run(self, spec: JobSpec, sources: Sources, ctx: WorkerContext) -> dict[str, Any]:
+    def run(
+        self, spec: JobSpec, sources: Sources, ctx: WorkerContext, plan: AttemptPlan
+    ) -> dict[str, Any]:
         from deepyard.train.loop import train
 
-        return train(spec, sources, ctx, self._events.append)
+        return train(spec, sources, ctx, self._events.append, plan, self._stop)
+
+    def request_stop(self) -> None:
+        """Checkpoint at the next step boundary all ranks agree on, then return."""
+        self._stop.set()
+
+    def stacks(self) -> str:
+        """Every thread's Python stack in this worker process."""
+        names = {t.ident: t.name for t in threading.enumerate()}
+        out = [f"pid {os.getpid()}"]
+        for ident, frame in sys._current_frames().items():
+            out.append(f"--- thread {names.get(ident, ident)}")
+            out.append("".join(traceback.format_stack(frame)).rstrip())
+        return "\n".join(out)
 
     def drain(self) -> list[dict[str, Any]]:
         out = []
@@ -68,6 +97,8 @@ class WorkerGroup:
         self.pg: PlacementGroup | None = None
         self.actors: list[Any] = []
         self.pids: list[int] = []
+        self.stop_requested = False
+        self.hang_report = ""  # every rank's stacks, when the attempt hung
 
     def start(self) -> None:
         self.pg = placement_group(bundles(self.spec), strategy="PACK")
@@ -79,7 +110,7 @@ class WorkerGroup:
             worker_cls.options(
                 num_cpus=res.cpus_per_worker,
                 num_gpus=res.gpus_per_worker,
-                max_concurrency=2,
+                max_concurrency=3,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     self.pg, placement_group_bundle_index=rank
                 ),
@@ -106,48 +137,94 @@ class WorkerGroup:
             have += f" and {free.get('GPU', 0):g} GPU"
         return f"waiting for resources: needs {need}; {have} free"
 
-    def run(self, sources: Sources, poll_s: float = 0.25) -> dict[str, Any]:
+    def run(self, sources: Sources, plan: AttemptPlan, poll_s: float = 0.25) -> dict[str, Any]:
         addresses = ray.get([a.address.remote() for a in self.actors])
         self.pids = [pid for _, _, pid in addresses]
         self.on_event({"type": "phase", "name": "workers_started", "t": time.time()})
         contexts = _contexts(addresses)
         ranks = {
-            actor.run.remote(self.spec, sources, ctx): ctx.rank
+            actor.run.remote(self.spec, sources, ctx, plan): ctx.rank
             for actor, ctx in zip(self.actors, contexts, strict=True)
         }
-        pending, result = list(ranks), {}
+        pending, result, stop_sent = list(ranks), {}, False
+        watch = _Progress(self.spec.failure.hang_timeout_s)
         while pending:
+            if self.stop_requested and not stop_sent:
+                stop_sent = self._send_stop()
             done, pending = ray.wait(pending, num_returns=1, timeout=poll_s)
-            self._drain()
+            watch.saw(self._drain())
+            if watch.hung():
+                self._hang(watch)
             for ref in done:
-                out = self._result(ref, ranks[ref])
+                out = self._result(ref, ranks[ref], pending, ranks)
                 if ranks[ref] == 0:
                     result = out
         self._drain()
         return result
 
-    def _drain(self) -> None:
-        for event in ray.get(self.actors[0].drain.remote()):
-            self.on_event(event)
+    def request_stop(self) -> None:
+        """Preemption: every rank checkpoints at the next agreed step boundary and returns.
+        Safe in a signal handler: the run loop passes the request on."""
+        self.stop_requested = True
 
-    def _result(self, ref: Any, rank: int) -> dict[str, Any]:
+    def _send_stop(self) -> bool:
+        for actor in self.actors:
+            actor.request_stop.remote()
+        self.wait_note("stop requested: checkpointing at the next step boundary, then exiting")
+        return True
+
+    def _hang(self, watch: _Progress) -> None:
+        stacks = []
+        for rank, actor in enumerate(self.actors):
+            try:
+                stacks.append(f"=== rank {rank}\n" + ray.get(actor.stacks.remote(), timeout=10))
+            except Exception as exc:  # a dead or stuck rank has no stack to give
+                stacks.append(f"=== rank {rank}\n(no stack: {type(exc).__name__}: {exc})")
+        self.hang_report = "\n".join(stacks)
+        raise WorkerHung(
+            f"no step progress for {watch.silent_s():.0f} s (failure.hang_timeout_s="
+            f"{watch.timeout_s:g}) after step {watch.last_step}; every rank's stack was dumped"
+        )
+
+    def _drain(self) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = ray.get(self.actors[0].drain.remote())
+        for event in events:
+            self.on_event(event)
+        return events
+
+    def _result(
+        self, ref: Any, rank: int, pending: list[Any], ranks: dict[Any, int]
+    ) -> dict[str, Any]:
         try:
             out: dict[str, Any] = ray.get(ref)
             return out
         except ray.exceptions.RayTaskError as exc:
+            # A dead peer makes the others fail in their collectives: name the death.
+            self._raise_lost_peer(pending, ranks)
             cause = exc.cause
             if isinstance(cause, DeepyardError):
                 raise cause from None
             message = f"{type(cause).__name__}: {cause}" if cause else str(exc).splitlines()[0]
             raise TrainingError(message, rank, worker_traceback=str(exc)) from None
         except ray.exceptions.RayActorError as exc:
-            pid = self.pids[rank] if rank < len(self.pids) else "?"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "actor died"
-            raise TrainingError(
-                f"the worker process (pid {pid}) died: {first}. Its peers were stopped; "
-                "rerun the job (automatic restarts arrive with checkpointing)",
-                rank,
-            ) from None
+            raise self._lost(rank, exc) from None
+
+    def _lost(self, rank: int, exc: Exception) -> WorkerLost:
+        pid = self.pids[rank] if rank < len(self.pids) else "?"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "actor died"
+        return WorkerLost(f"worker rank {rank} (pid {pid}) died: {first}")
+
+    def _raise_lost_peer(self, pending: list[Any], ranks: dict[Any, int]) -> None:
+        if not pending:
+            return
+        done, _ = ray.wait(pending, num_returns=len(pending), timeout=3.0)
+        for ref in done:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                raise self._lost(ranks[ref], exc) from None
+            except Exception:  # only a dead peer is of interest here
+                continue
 
     def stop(self) -> None:
         for actor in self.actors:
@@ -156,6 +233,30 @@ class WorkerGroup:
         if self.pg is not None:
             remove_placement_group(self.pg)
             self.pg = None
+
+
+class _Progress:
+    """When rank 0 last reported anything; a hang is silence after the first step."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.timeout_s = timeout_s
+        self.last_t = time.monotonic()
+        self.last_step = 0
+
+    def saw(self, events: list[dict[str, Any]]) -> None:
+        if events:
+            self.last_t = time.monotonic()
+        for event in events:
+            if event.get("type") == "step":
+                self.last_step = event["step"]
+
+    def silent_s(self) -> float:
+        return time.monotonic() - self.last_t
+
+    def hung(self) -> bool:
+        return (
+            self.timeout_s is not None and self.last_step > 0 and self.silent_s() > self.timeout_s
+        )
 
 
 def _contexts(addresses: list[tuple[str, int, int]]) -> list[WorkerContext]:

@@ -20,11 +20,15 @@ from deepyard.spec.job import (
     TrainingSpec,
 )
 from deepyard.spec.load import apply_overrides, load, load_text, validate
+from deepyard.spec.recovery import FailureSpec, FaultSpec, KeepBestSpec
 
 __all__ = [
     "CheckpointSpec",
     "DataSpec",
+    "FailureSpec",
+    "FaultSpec",
     "JobSpec",
+    "KeepBestSpec",
     "ModelSpec",
     "OptimizerSpec",
     "ParallelismSpec",

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
+from deepyard.spec.recovery import CheckpointSpec, FailureSpec, FaultSpec
+
 NOT_YET = "is not yet supported by this deepyard version"
 
 
@@ -271,22 +273,6 @@ class ParallelismSpec(_Spec):
         return self
 
 
-class CheckpointSpec(_Spec):
-    """Where and how often to checkpoint (arrives with the checkpointing release)."""
-
-    uri: str | None = None
-    every_steps: PositiveInt | None = None
-
-    @model_validator(mode="after")
-    def _not_yet(self) -> CheckpointSpec:
-        if self.uri is not None or self.every_steps is not None:
-            raise ValueError(
-                f"checkpointing {NOT_YET}; remove the checkpoint block "
-                "(a run that expects checkpoints must not run without them)"
-            )
-        return self
-
-
 class JobSpec(_Spec):
     """One training job: what to train, on what data, on how many workers."""
 
@@ -298,6 +284,10 @@ class JobSpec(_Spec):
     resources: ResourcesSpec = ResourcesSpec()
     parallelism: ParallelismSpec = ParallelismSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
+    failure: FailureSpec = FailureSpec()
+    faults: list[FaultSpec] = Field(
+        default_factory=list, description="Injected faults, for chaos testing."
+    )
     output_dir: str = Field(default="runs", description="Runs are written under here.")
     deepspeed: dict[str, Any] = Field(
         default_factory=dict,
@@ -318,6 +308,30 @@ class JobSpec(_Spec):
                 f"that takes {gives}: {', '.join(wanted) or f'none is registered yet ({NOT_YET})'}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _recovery_fits(self) -> JobSpec:
+        for index, fault in enumerate(self.faults):
+            if fault.rank >= self.resources.num_workers:
+                raise ValueError(
+                    f"faults[{index}].rank={fault.rank} is not a worker of "
+                    f"resources.num_workers={self.resources.num_workers}; use 0 to "
+                    f"{self.resources.num_workers - 1}"
+                )
+        best = self.checkpoint.keep_best
+        if best is not None and self.data.dataset is None and self.data.eval is None:
+            raise ValueError(
+                f"checkpoint.keep_best ranks checkpoints by the eval metric {best.metric!r}, "
+                "but the job has no eval data; set data.eval or remove keep_best"
+            )
+        return self
+
+    @property
+    def checkpoint_uri(self) -> str | None:
+        """Where checkpoints go; None when checkpointing is off."""
+        if not self.checkpoint.enabled:
+            return None
+        return self.checkpoint.uri or f"{self.output_dir}/{self.name}/checkpoints"
 
     @model_validator(mode="after")
     def _batch_fits_workers(self) -> JobSpec:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-HISTORY_COLUMNS = ("step", "epoch", "loss", "lr", "samples_per_s", "step_time_s", "t")
+HISTORY_COLUMNS = ("step", "epoch", "loss", "lr", "samples_per_s", "step_time_s", "t", "attempt")
 
 
 def new_run_id() -> str:
@@ -46,14 +46,14 @@ class RunRecorder:
 
     def add(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        if kind == "phase":
+        if kind == "phase" and event.get("attempt", 1) == 1:  # start-up of the first attempt
             self.phase(event["name"], event["t"])
         elif kind == "start":
             self.start_info = {k: v for k, v in event.items() if k != "type"}
         elif kind == "step":
             if not self.steps:
                 self.phase("first_step", event["t"])
-            self.steps.append({k: event[k] for k in HISTORY_COLUMNS})
+            self.steps.append({k: event.get(k, 1) for k in HISTORY_COLUMNS})
         elif kind == "eval":
             self.evals.append({"step": event["step"], **event["metrics"]})
 

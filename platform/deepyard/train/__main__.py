@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from deepyard import spec as specs
 from deepyard.data import resolve_sources
 from deepyard.errors import DeepyardError
+from deepyard.launch.attempts import open_lineage, plan_attempt
 from deepyard.telemetry.session import command_start_time, open_run
-from deepyard.train.dist import WorkerContext
+from deepyard.train.dist import WorkerContext, init_process_group
 from deepyard.train.loop import Sources, train
+from deepyard.train.plan import AttemptPlan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         help="override a spec field by dotted path",
     )
     parser.add_argument("--json", action="store_true", help="print the summary JSON on stdout")
+    parser.add_argument(
+        "--restart", action="store_true", help="start a new checkpoint lineage instead of resuming"
+    )
     args = parser.parse_args(argv)
 
     started_at = command_start_time()
@@ -47,13 +58,39 @@ def main(argv: list[str] | None = None) -> int:
         if session is not None:
             session.emit(event)
 
-    result = train(spec, Sources(train_uri, eval_uri), ctx, emit)
+    # torchrun forwards SIGTERM to every worker: checkpoint at the next step, then exit.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        plan = _plan(spec, ctx, args.restart, session)
+    except DeepyardError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    result = train(spec, Sources(train_uri, eval_uri), ctx, emit, plan, stop)
     if session is not None:
         session.display.close()
-        summary = session.recorder.finish(result, "succeeded")
+        preempted = result.get("outcome") == "preempted"
+        summary = session.recorder.finish(result, "preempted" if preempted else "succeeded")
         if args.json:
             print(json.dumps(summary, default=float))
+        return 143 if preempted else 0
     return 0
+
+
+def _plan(spec: specs.JobSpec, ctx: WorkerContext, restart: bool, session: Any) -> AttemptPlan:
+    """Rank 0 picks the lineage and checkpoint; every rank gets the same plan."""
+    init_process_group(ctx, spec.resources.cpus_per_worker)
+    plan: list[Any] = [None]
+    if ctx.rank == 0:
+        lineage = open_lineage(spec, restart)
+        # The torchrun agent forwards SIGTERM to all workers: `sigterm` faults go to it.
+        plan[0] = plan_attempt(
+            spec, 1, lineage, session.recorder.run_id, session.display.note, os.getppid()
+        )
+    if ctx.world_size > 1:
+        torch.distributed.broadcast_object_list(plan, src=0)
+    assert isinstance(plan[0], AttemptPlan)
+    return plan[0]
 
 
 if __name__ == "__main__":

@@ -83,16 +83,25 @@ def build_scheduler(
     )
 
 
-def build_engine(spec: JobSpec, model: nn.Module, total_steps: int) -> Any:
-    """deepspeed.initialize with our optimizer and schedule; returns the engine."""
+def build_engine(
+    spec: JobSpec, model: nn.Module, total_steps: int, load_universal: bool = False
+) -> Any:
+    """deepspeed.initialize with our optimizer and schedule; returns the engine.
+
+    `load_universal`: the checkpoint to resume from is in DeepSpeed's universal format
+    (converted because the world size changed).
+    """
     import deepspeed
 
+    config = deepspeed_config(spec)
+    if load_universal:
+        config["checkpoint"] = {**config.get("checkpoint", {}), "load_universal": True}
     optimizer = build_optimizer(spec, model)
     scheduler = build_scheduler(spec, optimizer, total_steps)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         optimizer=optimizer,
         lr_scheduler=scheduler,
-        config=deepspeed_config(spec),
+        config=config,
     )
     return engine

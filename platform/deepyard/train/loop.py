@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,9 +24,12 @@ from deepyard.data.source import ParquetSource
 from deepyard.data.text import load_tokenizer
 from deepyard.errors import DataError
 from deepyard.spec import JobSpec
+from deepyard.train import checkpointing
+from deepyard.train.control import Control, Faults
 from deepyard.train.dist import WorkerContext, init_process_group
 from deepyard.train.engine import build_engine
 from deepyard.train.evaluate import evaluate
+from deepyard.train.plan import AttemptPlan
 
 Emit = Callable[[dict[str, Any]], None]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -51,26 +55,44 @@ class Parts:
     total_steps: int
     dtype: torch.dtype
     num_parameters: int
+    saves: checkpointing.Saves
 
 
-def train(spec: JobSpec, sources: Sources, ctx: WorkerContext, emit: Emit) -> dict[str, Any]:
-    """Train the job on this rank; rank 0 returns the run summary (others return {})."""
+def train(
+    spec: JobSpec,
+    sources: Sources,
+    ctx: WorkerContext,
+    emit: Emit,
+    plan: AttemptPlan | None = None,
+    stop: threading.Event | None = None,
+) -> dict[str, Any]:
+    """Train the job on this rank; rank 0 returns the run summary (others return {}).
+
+    Resumes from `plan.resume` when given; `stop` (set on preemption) ends the run at
+    the next step boundary all ranks agree on, after a checkpoint.
+    """
+    plan = plan or AttemptPlan()
     lead = ctx.rank == 0
     say: Emit = emit if lead else (lambda event: None)
-    parts = build_parts(spec, sources, ctx, say)
-    batches, accumulation = parts.batches, spec.training.gradient_accumulation
+    parts = build_parts(spec, sources, ctx, say, plan)
+    batches, saves, accumulation = parts.batches, parts.saves, spec.training.gradient_accumulation
     say(
         {
             "type": "start",
             "total_steps": parts.total_steps,
+            "start_step": saves.start_step,
+            "attempt": plan.attempt,
             "global_batch_size": spec.global_batch_size,
             "num_parameters": parts.num_parameters,
             "steps_per_epoch": batches.batches_per_epoch // accumulation,
         }
     )
+    control = Control(spec, ctx.rank, ctx.world_size, stop or threading.Event())
+    faults = Faults(spec.faults, ctx.rank, plan.attempt, plan.job_pid)
 
-    losses, step_times = [], []
-    for step in range(1, parts.total_steps + 1):
+    losses, step_times, outcome = [], [], "finished"
+    for step in range(saves.start_step + 1, parts.total_steps + 1):
+        faults.before(step)
         started, waited = time.perf_counter(), batches.wait_s
         loss = train_step(parts.engine, batches, accumulation, parts.device, parts.dtype)
         step_times.append(time.perf_counter() - started)
@@ -90,16 +112,39 @@ def train(spec: JobSpec, sources: Sources, ctx: WorkerContext, emit: Emit) -> di
         )
         if _due(spec.training.eval_every_steps, step, parts.total_steps):
             score(spec, parts, ctx, step, say)
+        decision = control.after_step()
+        if (
+            decision.stop
+            or decision.save
+            or _due(spec.checkpoint.every_steps, step, parts.total_steps)
+        ):
+            checkpointing.save(saves, parts.engine, batches, step, say, wait=decision.stop)
+            control.saved()
+        if decision.stop:
+            outcome = "preempted"
+            break
+    control.close()
 
-    metrics = score(spec, parts, ctx, parts.total_steps, say)
+    if outcome == "finished":
+        score(spec, parts, ctx, parts.total_steps, say)
+        checkpointing.save(saves, parts.engine, batches, parts.total_steps, say, wait=True)
+    if saves.saver is not None:
+        saves.saver.close()
     batches.close()
     if not lead:
         return {}
-    return _summary(spec, losses, step_times, batches, parts.source.num_rows, metrics)
+    last = saves.start_step + len(losses)
+    return {
+        **_summary(spec, last, losses, step_times, batches, parts.source.num_rows, saves),
+        "outcome": outcome,
+    }
 
 
-def build_parts(spec: JobSpec, sources: Sources, ctx: WorkerContext, say: Emit) -> Parts:
-    """Process group, data, model, loader and DeepSpeed engine, each phase reported."""
+def build_parts(
+    spec: JobSpec, sources: Sources, ctx: WorkerContext, say: Emit, plan: AttemptPlan
+) -> Parts:
+    """Process group, data, model, loader, DeepSpeed engine and checkpoint state, each phase
+    reported; resumes from `plan.resume` when there is one."""
     say({"type": "phase", "name": "worker_started", "t": time.time()})
     device = init_process_group(ctx, spec.resources.cpus_per_worker)
     say({"type": "phase", "name": "process_group", "t": time.time()})
@@ -121,8 +166,12 @@ def build_parts(spec: JobSpec, sources: Sources, ctx: WorkerContext, say: Emit) 
     )
     batches = engines.build(spec.data.engine, request)
     total_steps = _total_steps(spec, batches)
-    engine = build_engine(spec, model, total_steps)
+    universal = checkpointing.wants_universal(plan, ctx.world_size)
+    engine = build_engine(spec, model, total_steps, load_universal=universal)
     say({"type": "phase", "name": "engine_ready", "t": time.time()})
+    saves = checkpointing.open_saves(spec, plan, ctx, engine, batches, say)
+    if plan.resume is not None:
+        say({"type": "phase", "name": "checkpoint_restored", "t": time.time()})
     return Parts(
         device,
         source,
@@ -132,6 +181,7 @@ def build_parts(spec: JobSpec, sources: Sources, ctx: WorkerContext, say: Emit) 
         total_steps,
         DTYPES[spec.training.precision],
         sum(p.numel() for p in model.parameters()),
+        saves,
     )
 
 
@@ -151,6 +201,7 @@ def score(
         parts.dtype,
     )
     say({"type": "eval", "step": step, "metrics": metrics, "t": time.time()})
+    parts.saves.metrics, parts.saves.metrics_step = metrics, step
     return metrics
 
 
@@ -217,25 +268,36 @@ def _seed_everything(seed: int) -> None:
 
 def _summary(
     spec: JobSpec,
+    last_step: int,
     losses: list[float],
     step_times: list[float],
     batches: engines.Loader,
     train_rows: int,
-    metrics: dict[str, float],
+    saves: checkpointing.Saves,
 ) -> dict[str, Any]:
-    steps = len(losses)
-    samples = steps * spec.global_batch_size
+    samples = last_step * spec.global_batch_size
     # Throughput once running: the first step carries one-off warm-up (allocations, caches).
-    steady = step_times[1:] if steps > 1 else step_times
-    tail = losses[-min(steps, spec.training.log_every_steps) :]
-    return {
-        "steps": steps,
+    steady = step_times[1:] if len(step_times) > 1 else step_times
+    tail = losses[-min(len(losses), spec.training.log_every_steps) :] or [float("nan")]
+    out: dict[str, Any] = {
+        "steps": last_step,
+        "steps_this_attempt": len(losses),
+        "start_step": saves.start_step,
         "samples": samples,
         "epochs": round(samples / max(1, train_rows), 3),
         "train_time_s": round(sum(step_times), 3),
-        "samples_per_s": round(spec.global_batch_size * len(steady) / sum(steady), 2),
+        "samples_per_s": round(spec.global_batch_size * len(steady) / max(sum(steady), 1e-9), 2),
         "final_loss": float(np.mean(tail)),
         "data_wait_fraction": round(batches.wait_s / max(sum(step_times), 1e-9), 4),
-        "eval": metrics,
+        "eval": saves.metrics,
         "cursor": batches.state_dict(),
     }
+    if saves.saver is not None:
+        blocked = saves.saver.blocked_s
+        out["checkpoints"] = {
+            "saved": len(saves.saver.saved_steps),
+            "last_step": saves.saver.saved_steps[-1] if saves.saver.saved_steps else None,
+            "blocked_s_total": round(sum(blocked), 4),
+            "blocked_s_mean": round(sum(blocked) / max(1, len(blocked)), 4),
+        }
+    return out

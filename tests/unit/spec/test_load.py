@@ -125,9 +125,9 @@ BAD_SPECS = [
         ["parallelism.offload_optimizer needs zero_stage 1, 2 or 3"],
     ),
     (
-        "checkpoint-block",
+        "checkpoint-without-interval",
         ("", "checkpoint:\n  uri: /tmp/ckpt\n"),
-        ["job.yaml:10:", "checkpointing is not yet supported", "remove the checkpoint block"],
+        ["job.yaml:10:", "checkpoint.uri is set but no interval", "checkpoint.every_steps"],
     ),
     (
         "pipeline",

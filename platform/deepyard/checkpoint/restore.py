@@ -1,0 +1,124 @@
+"""Resuming on a worker: DeepSpeed state, this rank's data cursor and RNG states.
+
+Same world size: every rank loads its own ZeRO partition, cursor and RNG states, and
+the run continues bit for bit. Another world size: ZeRO-partitioned state is first
+converted to DeepSpeed's universal checkpoint format (once per node), and the data
+cursors of all old ranks are resharded over the new ones, so the rest of the epoch
+is neither skipped nor repeated; RNG states restart from the seed and step.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from deepyard.checkpoint import rng
+from deepyard.checkpoint.manifest import Checkpoint
+from deepyard.checkpoint.store import Store
+from deepyard.data import engines
+from deepyard.data.order import reshard
+from deepyard.errors import CheckpointError
+
+
+def needs_universal(manifest: dict[str, Any], world_size: int) -> bool:
+    """Whether loading on `world_size` ranks needs the universal format (ZeRO partitions)."""
+    partitioned = any("optim_states" in name for name in manifest["files"])
+    return partitioned and manifest["world_size"] != world_size
+
+
+def local_copy(store: Store, checkpoint: Checkpoint, staging: Path) -> Path:
+    """A local directory holding `<tag>/` of the checkpoint (downloaded if the store is remote)."""
+    if store.is_local:
+        return store.local_path(checkpoint.lineage)
+    assert checkpoint.manifest is not None
+    root = staging / checkpoint.lineage
+    tag = checkpoint.prefix.rsplit("/", 1)[1]
+    for name in checkpoint.manifest["files"]:
+        target = root / tag / name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            store.get_file(f"{checkpoint.prefix}/{name}", target)
+    return root
+
+
+def to_universal(load_dir: Path, tag: str, out_dir: Path, local_rank: int) -> Path:
+    """Convert `load_dir/tag` to the universal format under `out_dir/tag` (one rank per node)."""
+    if local_rank == 0 and not (out_dir / tag).exists():
+        tmp = out_dir / f"{tag}.converting"
+        shutil.rmtree(tmp, ignore_errors=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "deepspeed.checkpoint.ds_to_universal",
+                "--input_folder",
+                str(load_dir / tag),
+                "--output_folder",
+                str(tmp),
+                "--inject_missing_state",
+                "--num_extract_workers",
+                "1",
+                "--num_merge_workers",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+            raise CheckpointError(
+                f"converting {load_dir / tag} for another world size failed: {last}; "
+                "resume with the world size it was saved with"
+            )
+        tmp.rename(out_dir / tag)
+    if dist.is_initialized():
+        dist.barrier()
+    return out_dir
+
+
+def restore(
+    engine: Any,
+    loader: engines.Loader,
+    checkpoint: Checkpoint,
+    load_dir: Path,
+    rank: int,
+    world_size: int,
+    batch_size: int,
+    seed: int,
+) -> None:
+    """Load model, optimizer and scheduler state, then this rank's cursor and RNG states."""
+    manifest = checkpoint.manifest
+    assert manifest is not None
+    tag = checkpoint.prefix.rsplit("/", 1)[1]
+    path, _ = engine.load_checkpoint(
+        str(load_dir), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+    )
+    if path is None:
+        raise CheckpointError(f"DeepSpeed found no checkpoint in {load_dir / tag}")
+    cursors = [r["cursor"] for r in manifest["ranks"]]
+    if manifest["world_size"] == world_size:
+        loader.load_state_dict(cursors[rank])
+        rng.restore(manifest["ranks"][rank]["rng"])
+        return
+    try:
+        new = reshard(cursors, world_size, batch_size)
+        loader.load_state_dict(new[rank])
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(
+            f"the data position of checkpoint step {checkpoint.step} (saved on "
+            f"{manifest['world_size']} workers) cannot move to {world_size} workers: {exc}; "
+            f"resume with resources.num_workers={manifest['world_size']}"
+        ) from None
+    # Per-rank generator states do not carry over to other ranks: derive fresh ones.
+    fresh = seed * 1_000_003 + checkpoint.step * 1009 + rank
+    random.seed(fresh)
+    np.random.seed(fresh % 2**32)
+    torch.manual_seed(fresh)

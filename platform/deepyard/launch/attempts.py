@@ -1,0 +1,117 @@
+"""Attempts of one job: which checkpoint each resumes from, whether to try again, and the
+record of every recovery (what failed, how long detection, restore and the way back to
+the first step took, and how many steps were redone).
+
+`FailurePolicy.decide()` is the one place that says whether a failed attempt is retried
+(Ray Train's FailureConfig, as a decision a controller acts on).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from deepyard import spec as specs
+from deepyard.checkpoint import catalog
+from deepyard.checkpoint.store import Store
+from deepyard.errors import CheckpointError, DataError, DeepyardError, SpecError
+from deepyard.spec import JobSpec
+from deepyard.train.plan import AttemptPlan
+
+Warn = Callable[[str], None]
+# The user must act on these; a restart would fail the same way.
+PERMANENT = (SpecError, DataError, CheckpointError)
+
+
+@dataclass(frozen=True)
+class FailurePolicy:
+    max_restarts: int
+
+    def decide(self, error: BaseException, attempt: int) -> bool:
+        """Whether to start attempt `attempt + 1` after `error` ended attempt `attempt`."""
+        if isinstance(error, PERMANENT) or not isinstance(error, DeepyardError):
+            return False
+        return attempt <= self.max_restarts
+
+
+def open_lineage(spec: JobSpec, restart: bool) -> str | None:
+    """The checkpoint lineage this run continues (or starts); None without checkpointing."""
+    uri = spec.checkpoint_uri
+    if uri is None:
+        return None
+    lineage, _ = catalog.open_lineage(Store.open(uri), spec.name, specs.spec_hash(spec), restart)
+    return lineage
+
+
+def plan_attempt(
+    spec: JobSpec, attempt: int, lineage: str | None, run_id: str, warn: Warn, job_pid: int
+) -> AttemptPlan:
+    """The plan of the next attempt: resume from the newest checkpoint that verifies."""
+    nonce = f"{run_id}-a{attempt}"
+    uri = spec.checkpoint_uri
+    if uri is None or lineage is None:
+        return AttemptPlan(attempt, nonce, job_pid=job_pid)
+    resume = catalog.newest_valid(Store.open(uri), lineage, warn)
+    if resume is not None:
+        _check_resumable(spec, resume.manifest or {}, f"{uri}/{resume.prefix}")
+    return AttemptPlan(attempt, nonce, uri, lineage, resume, job_pid)
+
+
+def _check_resumable(spec: JobSpec, manifest: dict[str, Any], where: str) -> None:
+    """The checkpoint must come from the same model and ZeRO layout, or it cannot load."""
+    saved = manifest.get("spec", {})
+    mine = spec.model_dump(mode="json")
+    for field_name in ("model", "parallelism"):
+        if saved.get(field_name) != mine[field_name]:
+            raise CheckpointError(
+                f"{where} was saved with {field_name}={saved.get(field_name)}, but the spec "
+                f"now has {field_name}={mine[field_name]}; resume with the same {field_name}, "
+                "or pass --restart to start a new checkpoint lineage (the old one is kept)"
+            )
+
+
+@dataclass
+class Attempts:
+    """Watches the events of each attempt and keeps the recovery record."""
+
+    attempt: int = 1
+    last_step: int = 0
+    last_progress_t: float = field(default_factory=time.time)
+    recoveries: list[dict[str, Any]] = field(default_factory=list)
+    _open: dict[str, Any] | None = None
+
+    def observe(self, event: dict[str, Any]) -> None:
+        now = event.get("t", time.time())
+        self.last_progress_t = now
+        kind = event.get("type")
+        if kind == "step":
+            self.last_step = event["step"]
+        if self._open is None:
+            return
+        if kind == "resumed":
+            self._open["resumed_step"] = event["step"]
+            self._open["restore_s"] = event["restore_s"]
+        elif kind == "step":
+            resumed = self._open.get("resumed_step", 0)
+            self._open["steps_redone"] = max(0, self._open.pop("failed_step") - resumed)
+            self._open["first_step_s"] = round(now - self._open.pop("failed_t"), 3)
+            self._open["resumed_step"] = resumed
+            self.recoveries.append(self._open)
+            self._open = None
+
+    def failed(self, error: BaseException) -> None:
+        """Attempt `attempt` failed now; the next one starts."""
+        now = time.time()
+        self._open = {
+            "attempt": self.attempt + 1,
+            "cause": str(error).splitlines()[0],
+            "failed_step": self.last_step,
+            "failed_t": now,
+            "detect_s": round(now - self.last_progress_t, 3),
+        }
+        self.attempt += 1
+
+    def summary(self) -> dict[str, Any]:
+        return {"attempts": self.attempt, "recoveries": self.recoveries}

@@ -1,0 +1,148 @@
+"""The training loop's side of checkpoints: open the saver, resume, save at a boundary."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepyard import spec as specs
+from deepyard.checkpoint import restore
+from deepyard.checkpoint.retention import RetentionPolicy
+from deepyard.checkpoint.store import Store
+from deepyard.checkpoint.writer import Checkpointer
+from deepyard.data import engines
+from deepyard.spec import JobSpec
+from deepyard.train.dist import WorkerContext
+from deepyard.train.plan import AttemptPlan
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Saves:
+    """Checkpointing state of one rank for one attempt; `saver` is None when it is off."""
+
+    saver: Checkpointer | None
+    sync: bool = False  # checkpoint.async=false: training waits for each write
+    start_step: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)  # newest eval, for keep_best
+    metrics_step: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def staging_dir(plan: AttemptPlan) -> Path:
+    return Path(tempfile.gettempdir()) / "deepyard-checkpoints" / plan.nonce
+
+
+def wants_universal(plan: AttemptPlan, world_size: int) -> bool:
+    """Whether the engine must load DeepSpeed's universal format (world size changed)."""
+    resume = plan.resume
+    return resume is not None and restore.needs_universal(resume.manifest or {}, world_size)
+
+
+def open_saves(
+    spec: JobSpec,
+    plan: AttemptPlan,
+    ctx: WorkerContext,
+    engine: Any,
+    batches: engines.Loader,
+    say: Emit,
+) -> Saves:
+    """The saver for this attempt, after resuming from `plan.resume` if there is one."""
+    if plan.checkpoint_uri is None or plan.lineage is None:
+        return Saves(None)
+    store = Store.open(plan.checkpoint_uri)
+    saver = Checkpointer(
+        store,
+        plan.lineage,
+        ctx.rank,
+        ctx.world_size,
+        plan.nonce,
+        RetentionPolicy.from_spec(spec.checkpoint),
+        staging_dir(plan),
+        say,
+    )
+    saver.attach(engine)
+    meta = {
+        "job": spec.name,
+        "lineage": plan.lineage,
+        "attempt": plan.attempt,
+        "world_size": ctx.world_size,
+        "zero_stage": spec.parallelism.zero_stage,
+        "spec_hash": specs.spec_hash(spec),
+        "spec": spec.model_dump(mode="json"),
+    }
+    saves = Saves(saver, sync=not spec.checkpoint.async_save, meta=meta)
+    if plan.resume is not None:
+        _resume(spec, plan, ctx, engine, batches, store, saves, say)
+    return saves
+
+
+def _resume(
+    spec: JobSpec,
+    plan: AttemptPlan,
+    ctx: WorkerContext,
+    engine: Any,
+    batches: engines.Loader,
+    store: Store,
+    saves: Saves,
+    say: Emit,
+) -> None:
+    started = time.perf_counter()
+    resume = plan.resume
+    assert resume is not None and resume.manifest is not None
+    load_dir = restore.local_copy(store, resume, staging_dir(plan))
+    if wants_universal(plan, ctx.world_size):
+        tag = resume.prefix.rsplit("/", 1)[1]
+        out = staging_dir(plan) / "universal"
+        out.mkdir(parents=True, exist_ok=True)
+        load_dir = restore.to_universal(load_dir, tag, out, ctx.local_rank)
+    restore.restore(
+        engine,
+        batches,
+        resume,
+        load_dir,
+        ctx.rank,
+        ctx.world_size,
+        spec.micro_batch_size,
+        spec.training.seed,
+    )
+    saves.start_step = resume.step
+    saves.metrics = dict(resume.manifest.get("metrics") or {})
+    saves.metrics_step = resume.manifest.get("metrics_step")
+    say(
+        {
+            "type": "resumed",
+            "step": resume.step,
+            "checkpoint": f"{store.shown_uri}/{resume.prefix}",
+            "from_world_size": resume.manifest["world_size"],
+            "restore_s": round(time.perf_counter() - started, 3),
+            "t": time.time(),
+        }
+    )
+
+
+def save(
+    saves: Saves, engine: Any, batches: engines.Loader, step: int, say: Emit, wait: bool = False
+) -> None:
+    """Checkpoint at this step boundary (all ranks call it at the same step)."""
+    if saves.saver is None:
+        return
+    started = time.perf_counter()
+    meta = {
+        **saves.meta,
+        "step": step,
+        "epoch": batches.epoch,
+        "created": time.time(),
+        "metrics": saves.metrics,
+        "metrics_step": saves.metrics_step,
+    }
+    saves.saver.save(engine, step, meta, batches.state_dict())
+    if wait or saves.sync:
+        saves.saver.wait()
+    blocked = time.perf_counter() - started
+    say({"type": "checkpoint", "step": step, "blocked_s": round(blocked, 4), "t": time.time()})
