@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from deepyard.cli.checkpoints import app as checkpoint_app
 from deepyard.cli.errors import err_console, user_errors
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ models_app = typer.Typer(help="The registered model families.", no_args_is_help=
 app.add_typer(spec_app, name="spec")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+app.add_typer(checkpoint_app, name="checkpoint")
 
 SetOption = typer.Option(
     [], "--set", help="Override a spec field by dotted path, e.g. --set optimizer.lr=3e-4."
