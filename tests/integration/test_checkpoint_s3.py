@@ -162,3 +162,51 @@ def test_an_unreachable_endpoint_names_the_env_vars() -> None:
         f"checkpoint.uri={uri}: cannot reach the storage endpoint reading manifest.json ("
     )
     assert all(name in message for name in ENV_VARS)
+
+
+def test_a_job_checkpoints_to_s3_and_resumes_from_it(
+    s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchrun job → S3 checkpoints; preempted (SIGTERM fault) → rerun resumes from S3."""
+    import json
+    import subprocess
+    import sys
+
+    uri = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}/ckpts"
+    examples = Path(__file__).resolve().parents[2] / "jobs" / "examples"
+    command = [
+        str(Path(sys.executable).with_name("torchrun")),
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "deepyard.train",
+        "--spec",
+        str(examples / "digits_cnn.yaml"),
+        "--json",
+        *("--set", f"output_dir={tmp_path}"),
+        *("--set", "training.epochs=null", "--set", "training.max_steps=12"),
+        *("--set", f"checkpoint.uri={uri}", "--set", "checkpoint.every_steps=4"),
+        *("--set", "faults=[{kind: sigterm, step: 6}]"),
+    ]
+    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://{s3_endpoint}", "AWS_REGION": "us-east-1"}
+    first = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert first.returncode != 0, first.stdout[-2000:]  # torchrun reports the SIGTERM
+    stopped = json.loads(first.stdout.strip().splitlines()[-1])
+    assert stopped["status"] == "preempted"
+    saved_at = stopped["checkpoints"]["last_step"]
+    assert saved_at >= 6
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    assert (summary["start_step"], summary["steps"]) == (saved_at, 12)
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{s3_endpoint}")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    store = Store.open(uri)
+    [lineage] = [d for d in store.list_dirs() if store.exists(f"{d}/lineage.json")]
+    published = [
+        d for d in store.list_dirs(lineage) if store.exists(f"{lineage}/{d}/manifest.json")
+    ]
+    assert published[-1] == "step-000000012"
+    assert not (tmp_path / "staging").exists()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch.distributed
 
 from deepyard import spec as specs
 from deepyard.checkpoint import restore
@@ -34,8 +37,11 @@ class Saves:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def staging_dir(plan: AttemptPlan) -> Path:
-    return Path(tempfile.gettempdir()) / "deepyard-checkpoints" / plan.nonce
+def staging_dir(plan: AttemptPlan, rank: int | None = None) -> Path:
+    """Node-local scratch of this attempt: per rank for downloads and uploads (ranks on one
+    node must not share them), shared on the node for a universal conversion."""
+    root = Path(tempfile.gettempdir()) / "deepyard-checkpoints" / plan.nonce
+    return root if rank is None else root / f"rank{rank}"
 
 
 def wants_universal(plan: AttemptPlan, world_size: int) -> bool:
@@ -63,7 +69,7 @@ def open_saves(
         ctx.world_size,
         plan.nonce,
         RetentionPolicy.from_spec(spec.checkpoint),
-        staging_dir(plan),
+        staging_dir(plan, ctx.rank),
         say,
     )
     saver.attach(engine)
@@ -95,12 +101,13 @@ def _resume(
     started = time.perf_counter()
     resume = plan.resume
     assert resume is not None and resume.manifest is not None
-    load_dir = restore.local_copy(store, resume, staging_dir(plan))
+    download = staging_dir(plan, ctx.rank) / "resume"
+    load_dir = restore.local_copy(store, resume, download)
+    universal = staging_dir(plan) / "universal"
     if wants_universal(plan, ctx.world_size):
         tag = resume.prefix.rsplit("/", 1)[1]
-        out = staging_dir(plan) / "universal"
-        out.mkdir(parents=True, exist_ok=True)
-        load_dir = restore.to_universal(load_dir, tag, out, ctx.local_rank)
+        universal.mkdir(parents=True, exist_ok=True)
+        load_dir = restore.to_universal(load_dir, tag, universal, ctx.local_rank)
     restore.restore(
         engine,
         batches,
@@ -111,6 +118,12 @@ def _resume(
         spec.micro_batch_size,
         spec.training.seed,
     )
+    # Loaded everywhere: the scratch copies are no longer needed.
+    if ctx.world_size > 1:
+        torch.distributed.barrier()
+    shutil.rmtree(download, ignore_errors=True)
+    if ctx.local_rank == 0:
+        shutil.rmtree(universal, ignore_errors=True)
     saves.start_step = resume.step
     saves.metrics = dict(resume.manifest.get("metrics") or {})
     saves.metrics_step = resume.manifest.get("metrics_step")
