@@ -34,6 +34,7 @@ from deepyard.errors import CheckpointError
 log = logging.getLogger(__name__)
 Emit = Callable[[dict[str, Any]], None]
 RECORD_TIMEOUT_S = 600.0
+HEARTBEAT_S = 10.0
 
 
 class SnapshotEngine(CheckpointEngine):  # type: ignore[misc]
@@ -128,6 +129,9 @@ class Checkpointer:
         if pending is None:
             return
         try:
+            # A long write is progress, not a hang: say so while waiting.
+            while not _done(pending, HEARTBEAT_S):
+                self.emit({"type": "heartbeat", "what": "checkpoint write", "t": time.time()})
             pending.result()
         except CheckpointError:
             raise
@@ -199,6 +203,14 @@ class Checkpointer:
                     )
                 time.sleep(0.05)
         return list(records.values())
+
+
+def _done(future: Future[None], timeout_s: float) -> bool:
+    try:
+        future.exception(timeout=timeout_s)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _torch_save(state: Any, path: Path, shown: str) -> None:

@@ -29,7 +29,10 @@ class ProgressDisplay:
         kind = event.get("type")
         if kind == "start":
             self.total = event["total_steps"]
-            self._open()
+            if self.progress is None:
+                self._open()
+            if self.progress is not None and event.get("start_step"):  # resumed
+                self.progress.update(self.task, completed=event["start_step"])
         elif kind == "step":
             self._step(event)
         elif kind == "eval":
@@ -37,6 +40,18 @@ class ProgressDisplay:
                 f"{k} {v:.4f}" for k, v in event["metrics"].items() if k != "num_samples"
             )
             self.note(f"eval at step {event['step']}: {shown}")
+        elif kind == "resumed":
+            saved_on, now_on = event["from_world_size"], event["world_size"]
+            moved = f" (saved on {saved_on} workers, now {now_on})" if saved_on != now_on else ""
+            self.note(
+                f"resumed at step {event['step']} from {event['checkpoint']}{moved} "
+                f"in {event['restore_s']:.1f}s"
+            )
+        elif kind == "checkpoint_saved" and self.progress is None:
+            self.note(
+                f"checkpoint step {event['step']} saved: {event['size_bytes'] / 2**20:.1f} MiB "
+                f"in {event['write_s']:.2f}s"
+            )
 
     def _open(self) -> None:
         if not self.live:
@@ -99,6 +114,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("training time (s)", summary.get("train_time_s"), "{:.1f}"),
         ("samples/s", summary.get("samples_per_s"), "{:,.0f}"),
         ("final loss", summary.get("final_loss"), "{:.4f}"),
+        ("attempts", summary.get("attempts"), "{:d}"),
+        ("resumed at step", summary.get("start_step") or None, "{:d}"),
+        ("checkpoints saved", (summary.get("checkpoints") or {}).get("saved"), "{:d}"),
     ]
     for name, value in (summary.get("eval") or {}).items():
         rows.append((f"test {name}", value, "{:,.0f}" if name == "num_samples" else "{:.4f}"))

@@ -133,6 +133,7 @@ def _resume(
             "step": resume.step,
             "checkpoint": f"{store.shown_uri}/{resume.prefix}",
             "from_world_size": resume.manifest["world_size"],
+            "world_size": ctx.world_size,
             "restore_s": round(time.perf_counter() - started, 3),
             "t": time.time(),
         }
