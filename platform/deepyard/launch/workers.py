@@ -187,7 +187,10 @@ class WorkerGroup:
         )
 
     def _drain(self) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = ray.get(self.actors[0].drain.remote())
+        try:
+            events: list[dict[str, Any]] = ray.get(self.actors[0].drain.remote())
+        except ray.exceptions.RayActorError as exc:
+            raise self._lost(0, exc) from None
         for event in events:
             self.on_event(event)
         return events

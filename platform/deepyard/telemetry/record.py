@@ -1,4 +1,5 @@
-"""Run records: the summary (JSON) and per-step history (Parquet) of every run."""
+"""Run records: the summary (JSON), per-step history (Parquet), evaluations (JSON) and
+every other event (checkpoints, resumes, heartbeats: `events.jsonl`) of every run."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class RunRecorder:
         self.phases: dict[str, float] = {"command_start": started_at}
         self.steps: list[dict[str, Any]] = []
         self.evals: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []  # everything but steps, in arrival order
         self.start_info: dict[str, Any] = {}
         run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -46,6 +48,8 @@ class RunRecorder:
 
     def add(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
+        if kind not in ("step", "heartbeat"):
+            self.events.append(event)
         if kind == "phase" and event.get("attempt", 1) == 1:  # start-up of the first attempt
             self.phase(event["name"], event["t"])
         elif kind == "start":
@@ -93,3 +97,5 @@ class RunRecorder:
         pq.write_table(pa.table(columns), self.run_dir / "history.parquet")
         if self.evals:
             (self.run_dir / "evals.json").write_text(json.dumps(self.evals, indent=2) + "\n")
+        lines = (json.dumps(e, default=float) + "\n" for e in self.events)
+        (self.run_dir / "events.jsonl").write_text("".join(lines))

@@ -35,6 +35,7 @@ class Saves:
     metrics: dict[str, float] = field(default_factory=dict)  # newest eval, for keep_best
     metrics_step: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    blocked_s: list[float] = field(default_factory=list)  # training blocked, per save
 
 
 def staging_dir(plan: AttemptPlan, rank: int | None = None) -> Path:
@@ -71,6 +72,7 @@ def open_saves(
         RetentionPolicy.from_spec(spec.checkpoint),
         staging_dir(plan, ctx.rank),
         say,
+        copy=spec.checkpoint.async_save,
     )
     saver.attach(engine)
     meta = {
@@ -159,4 +161,5 @@ def save(
     if wait or saves.sync:
         saves.saver.wait()
     blocked = time.perf_counter() - started
+    saves.blocked_s.append(blocked)
     say({"type": "checkpoint", "step": step, "blocked_s": round(blocked, 4), "t": time.time()})

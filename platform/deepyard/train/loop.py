@@ -293,7 +293,7 @@ def _summary(
         "cursor": batches.state_dict(),
     }
     if saves.saver is not None:
-        blocked = saves.saver.blocked_s
+        blocked = saves.blocked_s
         out["checkpoints"] = {
             "saved": len(saves.saver.saved_steps),
             "last_step": saves.saver.saved_steps[-1] if saves.saver.saved_steps else None,

@@ -84,7 +84,7 @@ def test_save_publishes_a_verified_manifest_and_retention_keeps_the_newest(
     saved = [e for e in events if e["type"] == "checkpoint_saved"]
     assert [e["step"] for e in saved] == [2, 4, 6]
     assert saved[-1]["size_bytes"] == newest.manifest["size_bytes"] > 0
-    assert len(checkpointer.blocked_s) == 3
+    assert all(e["size_bytes"] > 0 for e in saved)
 
 
 def test_export_gives_the_engine_weights_as_safetensors(engine: Any, tmp_path: Path) -> None:
