@@ -13,7 +13,7 @@ from rich.console import Console
 from deepyard import spec as specs
 from deepyard.data import resolve_sources
 from deepyard.errors import DeepyardError, TrainingError
-from deepyard.telemetry import summary_table
+from deepyard.telemetry import result_line, summary_table
 from deepyard.telemetry.session import command_start_time, open_run
 from deepyard.train.loop import Sources
 
@@ -45,22 +45,21 @@ def run(
     try:
         worker_summary = runner.run(address)
     except KeyboardInterrupt:
-        display.close()
-        recorder.finish(None, "stopped", "stopped by Ctrl-C")
+        session.finish(runner.attempts.summary(), "stopped", "stopped by Ctrl-C")
         raise
     except DeepyardError as exc:
-        display.close()
         if isinstance(exc, TrainingError) and exc.worker_traceback:
             (recorder.run_dir / "error.txt").write_text(exc.worker_traceback)
             exc.args = (f"{exc}\n  full worker traceback: {recorder.run_dir / 'error.txt'}",)
-        recorder.finish(runner.attempts.summary(), "failed", str(exc))
+        session.finish(runner.attempts.summary(), "failed", str(exc))
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-    display.close()
     preempted = worker_summary.get("outcome") == "preempted"
-    summary = recorder.finish(worker_summary, "preempted" if preempted else "succeeded")
-    Console(file=sys.stderr if as_json else sys.stdout).print(summary_table(summary))
+    summary = session.finish(worker_summary, "preempted" if preempted else "succeeded")
+    out = Console(file=sys.stderr if as_json else sys.stdout)
+    out.print(summary_table(summary))
+    out.print(result_line(summary))
     if as_json:
         print(json.dumps(summary, default=float))
     return summary

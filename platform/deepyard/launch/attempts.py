@@ -36,6 +36,17 @@ class FailurePolicy:
         return attempt <= self.max_restarts
 
 
+def failure_cause(error: BaseException) -> str:
+    """A short label for metrics: worker_lost, hang, checkpoint, training, ..."""
+    names = {
+        "WorkerLost": "worker_lost",
+        "WorkerHung": "hang",
+        "CheckpointError": "checkpoint",
+        "TrainingError": "training",
+    }
+    return names.get(type(error).__name__, type(error).__name__.lower())
+
+
 def open_lineage(spec: JobSpec, restart: bool) -> str | None:
     """The checkpoint lineage this run continues (or starts); None without checkpointing."""
     uri = spec.checkpoint_uri
@@ -82,14 +93,17 @@ class Attempts:
     recoveries: list[dict[str, Any]] = field(default_factory=list)
     _open: dict[str, Any] | None = None
 
-    def observe(self, event: dict[str, Any]) -> None:
+    def observe(self, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Track one event; returns the recovery record it completes, if it does."""
+        if event.get("type") == "rank_step":
+            return None
         now = event.get("t", time.time())
         self.last_progress_t = now
         kind = event.get("type")
         if kind == "step":
             self.last_step = event["step"]
         if self._open is None:
-            return
+            return None
         if kind == "resumed":
             self._open["resumed_step"] = event["step"]
             self._open["restore_s"] = event["restore_s"]
@@ -98,8 +112,10 @@ class Attempts:
             self._open["steps_redone"] = max(0, self._open.pop("failed_step") - resumed)
             self._open["first_step_s"] = round(now - self._open.pop("failed_t"), 3)
             self._open["resumed_step"] = resumed
-            self.recoveries.append(self._open)
-            self._open = None
+            record, self._open = self._open, None
+            self.recoveries.append(record)
+            return record
+        return None
 
     def failed(self, error: BaseException) -> None:
         """Attempt `attempt` failed now; the next one starts."""

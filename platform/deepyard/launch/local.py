@@ -19,7 +19,13 @@ from typing import Any
 import ray
 
 from deepyard.errors import DeepyardError
-from deepyard.launch.attempts import Attempts, FailurePolicy, open_lineage, plan_attempt
+from deepyard.launch.attempts import (
+    Attempts,
+    FailurePolicy,
+    failure_cause,
+    open_lineage,
+    plan_attempt,
+)
 from deepyard.launch.workers import OnEvent, WorkerGroup
 from deepyard.spec import JobSpec
 from deepyard.telemetry.record import new_run_id
@@ -91,6 +97,15 @@ class JobRunner:
                     if self.stop_requested or not policy.decide(exc, self.attempts.attempt):
                         raise
                     self.attempts.failed(exc)
+                    self.on_event(
+                        {
+                            "type": "attempt_failed",
+                            "attempt": self.attempts.attempt - 1,
+                            "cause": failure_cause(exc),
+                            "message": str(exc).splitlines()[0],
+                            "t": time.time(),
+                        }
+                    )
                     self.wait_note(
                         f"attempt {self.attempts.attempt - 1} failed: {str(exc).splitlines()[0]}"
                         f"; restarting (attempt {self.attempts.attempt} of "
@@ -123,8 +138,10 @@ class JobRunner:
         self.wait_note(f"hung: every rank's Python stack is in {self.log_dir / name}")
 
     def _observe(self, event: dict[str, Any]) -> None:
-        self.attempts.observe(event)
+        recovered = self.attempts.observe(event)
         self.on_event({**event, "attempt": self.attempts.attempt})
+        if recovered is not None:
+            self.on_event({"type": "recovered", **recovered, "t": time.time()})
 
 
 def run_job(

@@ -187,13 +187,18 @@ class WorkerGroup:
         )
 
     def _drain(self) -> list[dict[str, Any]]:
-        try:
-            events: list[dict[str, Any]] = ray.get(self.actors[0].drain.remote())
-        except ray.exceptions.RayActorError as exc:
-            raise self._lost(0, exc) from None
-        for event in events:
-            self.on_event(event)
-        return events
+        """Every rank's new events (rank 0's first); returns rank 0's."""
+        refs = [actor.drain.remote() for actor in self.actors]
+        batches: list[list[dict[str, Any]]] = []
+        for rank, ref in enumerate(refs):
+            try:
+                batches.append(ray.get(ref))
+            except ray.exceptions.RayActorError as exc:
+                raise self._lost(rank, exc) from None
+        for events in batches:
+            for event in events:
+                self.on_event(event)
+        return batches[0] if batches else []
 
     def _result(
         self, ref: Any, rank: int, pending: list[Any], ranks: dict[Any, int]

@@ -21,6 +21,7 @@ from deepyard.spec.job import (
 )
 from deepyard.spec.load import apply_overrides, load, load_text, validate
 from deepyard.spec.recovery import FailureSpec, FaultSpec, KeepBestSpec
+from deepyard.spec.telemetry import TelemetrySpec
 
 __all__ = [
     "CheckpointSpec",
@@ -33,6 +34,7 @@ __all__ = [
     "OptimizerSpec",
     "ParallelismSpec",
     "ResourcesSpec",
+    "TelemetrySpec",
     "TrainingSpec",
     "apply_overrides",
     "json_schema",

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from deepyard.spec.recovery import CheckpointSpec, FailureSpec, FaultSpec
+from deepyard.spec.telemetry import TelemetrySpec
 
 NOT_YET = "is not yet supported by this deepyard version"
 
@@ -288,6 +289,7 @@ class JobSpec(_Spec):
     faults: list[FaultSpec] = Field(
         default_factory=list, description="Injected faults, for chaos testing."
     )
+    telemetry: TelemetrySpec = TelemetrySpec()
     output_dir: str = Field(default="runs", description="Runs are written under here.")
     deepspeed: dict[str, Any] = Field(
         default_factory=dict,

@@ -4,7 +4,7 @@ Data flow: train.loop emits events → `RunRecorder` (summary.json, history.parq
 and `ProgressDisplay` (rich on a terminal, log lines otherwise).
 """
 
-from deepyard.telemetry.progress import ProgressDisplay, summary_table
+from deepyard.telemetry.progress import ProgressDisplay, result_line, summary_table
 from deepyard.telemetry.record import RunRecorder, new_run_id
 
-__all__ = ["ProgressDisplay", "RunRecorder", "new_run_id", "summary_table"]
+__all__ = ["ProgressDisplay", "RunRecorder", "new_run_id", "result_line", "summary_table"]

@@ -124,3 +124,19 @@ def summary_table(summary: dict[str, Any]) -> Table:
         if value is not None:
             table.add_row(name, fmt.format(value))
     return table
+
+
+def result_line(summary: dict[str, Any]) -> str:
+    """One line for the end of a run: training time, throughput, MFU and goodput."""
+    parts = [
+        f"training {summary.get('train_time_s') or 0:.1f}s of {summary.get('wall_time_s', 0):.1f}s",
+        f"{summary.get('samples_per_s') or 0:,.0f} samples/s",
+    ]
+    achieved = summary.get("achieved_flops_per_s")
+    if summary.get("mfu") is not None:
+        parts.append(f"MFU {summary['mfu']:.1%}")
+    elif achieved:
+        parts.append(f"{achieved / 1e9:,.2f} GFLOP/s (MFU n/a: no device peak)")
+    if summary.get("goodput") is not None:
+        parts.append(f"goodput {summary['goodput']:.0%}")
+    return " · ".join(parts)

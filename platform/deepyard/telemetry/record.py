@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from deepyard.telemetry.flops import TRAIN_FACTOR
+
 HISTORY_COLUMNS = ("step", "epoch", "loss", "lr", "samples_per_s", "step_time_s", "t", "attempt")
 
 
@@ -48,7 +50,7 @@ class RunRecorder:
 
     def add(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        if kind not in ("step", "heartbeat"):
+        if kind not in ("step", "rank_step", "heartbeat"):
             self.events.append(event)
         if kind == "phase" and event.get("attempt", 1) == 1:  # start-up of the first attempt
             self.phase(event["name"], event["t"])
@@ -84,6 +86,7 @@ class RunRecorder:
         }
         if self.start_info:
             summary["num_parameters"] = self.start_info.get("num_parameters")
+        summary.update(self._efficiency(summary))
         if error:
             summary["error"] = error
         self._write_history()
@@ -91,6 +94,22 @@ class RunRecorder:
         tmp.write_text(json.dumps(summary, indent=2, default=float) + "\n")
         os.replace(tmp, self.run_dir / "summary.json")
         return summary
+
+    def _efficiency(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """Goodput (productive step time over wall time; a redone step counts once) and
+        model FLOP/s with MFU where the device's peak is known."""
+        newest = {row["step"]: row["step_time_s"] for row in self.steps}
+        out: dict[str, Any] = {
+            "goodput": round(sum(newest.values()) / max(summary["wall_time_s"], 1e-9), 4)
+        }
+        per_sample = self.start_info.get("flops_per_sample")
+        rate = summary.get("samples_per_s")
+        if per_sample and rate:
+            achieved = TRAIN_FACTOR * per_sample * rate
+            out["achieved_flops_per_s"] = round(achieved, 1)
+            peak = self.start_info.get("peak_flops")
+            out["mfu"] = round(achieved / peak, 4) if peak else None
+        return out
 
     def _write_history(self) -> None:
         columns = {c: [row[c] for row in self.steps] for c in HISTORY_COLUMNS}

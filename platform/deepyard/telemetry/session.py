@@ -12,6 +12,7 @@ from typing import Any
 import psutil
 
 from deepyard import spec as specs
+from deepyard.telemetry.exporter import MetricsExporter
 from deepyard.telemetry.progress import ProgressDisplay
 from deepyard.telemetry.record import RunRecorder, new_run_id
 
@@ -38,10 +39,24 @@ def command_start_time() -> float:
 class RunSession:
     recorder: RunRecorder
     display: ProgressDisplay
+    exporter: MetricsExporter | None = None
 
     def emit(self, event: dict[str, Any]) -> None:
         self.recorder.add(event)
-        self.display.add(event)
+        if event.get("type") != "rank_step":
+            self.display.add(event)
+        if self.exporter is not None:
+            self.exporter.observe(event)
+
+    def finish(
+        self, worker_summary: dict[str, Any] | None, status: str, error: str | None = None
+    ) -> dict[str, Any]:
+        """Close the display, write the run record, stop serving metrics."""
+        self.display.close()
+        summary = self.recorder.finish(worker_summary, status, error)
+        if self.exporter is not None:
+            self.exporter.stop(status)
+        return summary
 
 
 def open_run(spec: specs.JobSpec, started_at: float) -> RunSession:
@@ -51,4 +66,9 @@ def open_run(spec: specs.JobSpec, started_at: float) -> RunSession:
         Path(spec.output_dir) / spec.name / run_id, spec.name, run_id, started_at
     )
     recorder.write_spec(spec.model_dump(mode="json"), specs.spec_hash(spec))
-    return RunSession(recorder, ProgressDisplay(spec.name, spec.training.log_every_steps))
+    session = RunSession(recorder, ProgressDisplay(spec.name, spec.training.log_every_steps))
+    if spec.telemetry.metrics:
+        session.exporter = MetricsExporter(spec, run_id, started_at, specs.spec_hash(spec))
+        address = session.exporter.start()
+        session.display.note(f"metrics: http://{address}/metrics")
+    return session

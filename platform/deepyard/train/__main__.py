@@ -21,6 +21,7 @@ from deepyard import spec as specs
 from deepyard.data import resolve_sources
 from deepyard.errors import DeepyardError
 from deepyard.launch.attempts import open_lineage, plan_attempt
+from deepyard.telemetry import result_line
 from deepyard.telemetry.session import command_start_time, open_run
 from deepyard.train.dist import WorkerContext, init_process_group
 from deepyard.train.loop import Sources, train
@@ -68,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     result = train(spec, Sources(train_uri, eval_uri), ctx, emit, plan, stop)
     if session is not None:
-        session.display.close()
         preempted = result.get("outcome") == "preempted"
-        summary = session.recorder.finish(result, "preempted" if preempted else "succeeded")
+        summary = session.finish(result, "preempted" if preempted else "succeeded")
+        session.display.note(result_line(summary))
         if args.json:
             print(json.dumps(summary, default=float))
         return 143 if preempted else 0

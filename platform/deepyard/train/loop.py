@@ -24,6 +24,7 @@ from deepyard.data.source import ParquetSource
 from deepyard.data.text import load_tokenizer
 from deepyard.errors import DataError
 from deepyard.spec import JobSpec
+from deepyard.telemetry.flops import forward_flops_per_sample, peak_flops_per_device
 from deepyard.train import checkpointing
 from deepyard.train.control import Control, Faults
 from deepyard.train.dist import WorkerContext, init_process_group
@@ -56,6 +57,8 @@ class Parts:
     dtype: torch.dtype
     num_parameters: int
     saves: checkpointing.Saves
+    flops_per_sample: float  # forward pass (telemetry.flops)
+    peak_flops: float | None  # all devices of the job; None on CPU
 
 
 def train(
@@ -85,6 +88,9 @@ def train(
             "global_batch_size": spec.global_batch_size,
             "num_parameters": parts.num_parameters,
             "steps_per_epoch": batches.batches_per_epoch // accumulation,
+            "flops_per_sample": parts.flops_per_sample,
+            "peak_flops": parts.peak_flops,
+            "world_size": ctx.world_size,
         }
     )
     control = Control(spec, ctx.rank, ctx.world_size, stop or threading.Event())
@@ -94,22 +100,35 @@ def train(
     for step in range(saves.start_step + 1, parts.total_steps + 1):
         faults.before(step)
         started, waited = time.perf_counter(), batches.wait_s
-        loss = train_step(parts.engine, batches, accumulation, parts.device, parts.dtype)
+        loss, tokens = train_step(parts.engine, batches, accumulation, parts.device, parts.dtype)
         step_times.append(time.perf_counter() - started)
         losses.append(loss)
-        say(
-            {
-                "type": "step",
-                "step": step,
-                "epoch": batches.epoch,
-                "loss": loss,
-                "lr": parts.engine.get_lr()[0],
-                "step_time_s": step_times[-1],
-                "data_wait_s": batches.wait_s - waited,
-                "samples_per_s": spec.global_batch_size / step_times[-1],
-                "t": time.time(),
-            }
-        )
+        if lead:
+            say(
+                {
+                    "type": "step",
+                    "step": step,
+                    "epoch": batches.epoch,
+                    "loss": loss,
+                    "lr": parts.engine.get_lr()[0],
+                    "grad_norm": _grad_norm(parts.engine),
+                    "step_time_s": step_times[-1],
+                    "data_wait_s": batches.wait_s - waited,
+                    "samples_per_s": spec.global_batch_size / step_times[-1],
+                    "tokens_per_s": tokens * ctx.world_size / step_times[-1] if tokens else None,
+                    "t": time.time(),
+                }
+            )
+        else:  # for per-rank step times (stragglers); Ray drains every rank
+            emit(
+                {
+                    "type": "rank_step",
+                    "rank": ctx.rank,
+                    "step": step,
+                    "step_time_s": step_times[-1],
+                    "data_wait_s": batches.wait_s - waited,
+                }
+            )
         if _due(spec.training.eval_every_steps, step, parts.total_steps):
             score(spec, parts, ctx, step, say)
         decision = control.after_step()
@@ -152,6 +171,9 @@ def build_parts(
     say({"type": "phase", "name": "data_loaded", "t": time.time()})
     _seed_everything(spec.training.seed)  # same initial weights on every rank
     model = models.build(spec.model.name, spec.model.args, source.input_shape, source.num_classes)
+    flops_per_sample = forward_flops_per_sample(
+        model, source.input_shape, spec.data.text is not None
+    )
     _seed_everything(spec.training.seed + ctx.rank)  # independent dropout per rank
     request = engines.LoaderRequest(
         source,
@@ -182,6 +204,8 @@ def build_parts(
         DTYPES[spec.training.precision],
         sum(p.numel() for p in model.parameters()),
         saves,
+        flops_per_sample,
+        _peak(spec, device, ctx.world_size),
     )
 
 
@@ -211,17 +235,23 @@ def train_step(
     accumulation: int,
     device: torch.device,
     dtype: torch.dtype,
-) -> float:
-    """One optimizer step over `accumulation` micro-batches; returns their mean loss."""
-    total = 0.0
+) -> tuple[float, int]:
+    """One optimizer step over `accumulation` micro-batches; returns their mean loss and
+    the tokens this rank trained on (0 for non-token inputs)."""
+    total, tokens = 0.0, 0
     for _ in range(accumulation):
         inputs, labels = batches.next_batch()
-        logits = engine(inputs.to(device, dtype))
+        if inputs.dtype == torch.long:  # token ids, padded per batch with pad_id
+            pad_id = getattr(batches, "pad_id", None)
+            tokens += int((inputs != pad_id).sum()) if pad_id is not None else inputs.numel()
+            logits = engine(inputs.to(device))
+        else:
+            logits = engine(inputs.to(device, dtype))
         loss = F.cross_entropy(logits.float(), labels.to(device))
         engine.backward(loss)
         engine.step()
         total += loss.item()
-    return total / accumulation
+    return total / accumulation, tokens
 
 
 def _open_data(spec: JobSpec, sources: Sources) -> tuple[ParquetSource, TensorData | None]:
@@ -254,6 +284,21 @@ def _total_steps(spec: JobSpec, batches: engines.Loader) -> int:
         )
     assert spec.training.epochs is not None
     return spec.training.epochs * per_epoch
+
+
+def _grad_norm(engine: Any) -> float | None:
+    """The global gradient norm of the last step, when DeepSpeed computed one (clipping)."""
+    norm = engine.get_global_grad_norm()
+    if norm is None:
+        return None
+    return float(norm.item() if isinstance(norm, torch.Tensor) else norm)
+
+
+def _peak(spec: JobSpec, device: torch.device, world_size: int) -> float | None:
+    per_device = peak_flops_per_device(
+        device, spec.training.precision, spec.telemetry.peak_flops_per_device
+    )
+    return None if per_device is None else per_device * world_size
 
 
 def _due(every: int | None, step: int, total: int) -> bool:

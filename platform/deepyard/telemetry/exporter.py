@@ -1,0 +1,224 @@
+"""The job's Prometheus endpoint: the run's events turned into the catalogue's metrics.
+
+It lives where the run is recorded: in the `deepyard run` driver (which receives every
+rank's events through Ray, so one endpoint per job serves a whole multi-node job), or
+in rank 0 under torchrun. It listens on `telemetry.address` (loopback by default) and
+an ephemeral port, so jobs sharing a machine never collide, and announces itself in a
+Prometheus file_sd target file, `<targets_dir>/<job>-<run>.json`, removed when it stops.
+Point Prometheus at the directory:
+
+    scrape_configs:
+      - job_name: deepyard
+        file_sd_configs: [{files: ["~/.cache/deepyard/prometheus-targets/*.json"]}]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from deepyard.data.packaged_sources import cache_root
+from deepyard.spec import JobSpec
+from deepyard.telemetry.catalog import CATALOGUE, JOB_STATES
+from deepyard.telemetry.flops import TRAIN_FACTOR
+
+
+def targets_dir(spec: JobSpec) -> Path:
+    configured = spec.telemetry.targets_dir
+    return Path(configured).expanduser() if configured else cache_root() / "prometheus-targets"
+
+
+def build_collectors(
+    registry: CollectorRegistry,
+) -> tuple[dict[str, Counter], dict[str, Gauge], dict[str, Histogram]]:
+    """One prometheus_client collector per catalogue entry, in `registry`, by kind."""
+    counters, gauges, histograms = {}, {}, {}
+    for m in CATALOGUE:
+        if m.kind == "counter":
+            counters[m.name] = Counter(m.name, m.help, m.labels, registry=registry)
+        elif m.kind == "histogram":
+            histograms[m.name] = Histogram(
+                m.name, m.help, m.labels, registry=registry, buckets=m.buckets
+            )
+        else:
+            gauges[m.name] = Gauge(m.name, m.help, m.labels, registry=registry)
+    return counters, gauges, histograms
+
+
+class MetricsExporter:
+    """Feed it every event of the run (`observe`); `start()` serves, `stop()` ends."""
+
+    def __init__(self, spec: JobSpec, run_id: str, submitted_at: float, spec_hash: str) -> None:
+        self.spec, self.run_id, self.submitted_at = spec, run_id, submitted_at
+        self.registry = CollectorRegistry()
+        self.counters, self.gauges, self.histograms = build_collectors(self.registry)
+        self.job = {"job": spec.name, "run": run_id}
+        self.attempt = 1
+        self.global_batch = spec.global_batch_size
+        self.flops_per_sample = 0.0
+        self.peak_flops: float | None = None
+        self.productive_s: dict[int, float] = {}  # step -> time of its newest run
+        self.server: Any = None
+        self.target_file: Path | None = None
+        self.address = ""
+        self.gauges["deepyard_job_info"].labels(
+            **self.job,
+            spec_hash=spec_hash,
+            model=spec.model.name,
+            workers=str(spec.resources.num_workers),
+        ).set(1)
+        every_min = spec.checkpoint.every_minutes
+        if every_min:
+            self.gauges["deepyard_checkpoint_interval_seconds"].labels(**self.job).set(
+                every_min * 60
+            )
+        self.gauges["deepyard_job_duration_seconds"].labels(**self.job).set_function(
+            lambda: time.time() - self.submitted_at
+        )
+        self.gauges["deepyard_job_goodput_ratio"].labels(**self.job).set_function(self.goodput)
+        self.gauges["deepyard_job_attempt"].labels(**self.job).set(1)
+        self.set_state("pending")
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> str:
+        """Serve /metrics and write the file_sd target file; returns host:port."""
+        tel = self.spec.telemetry
+        self.server, _ = start_http_server(tel.port, tel.address, self.registry)
+        host = tel.address if tel.address not in ("0.0.0.0", "::") else _node_ip()
+        self.address = f"{host}:{self.server.server_port}"
+        folder = targets_dir(self.spec)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.target_file = folder / f"{self.spec.name}-{self.run_id}.json"
+        target = [{"targets": [self.address], "labels": {"deepyard_job": self.spec.name}}]
+        tmp = self.target_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(target))
+        os.replace(tmp, self.target_file)
+        return self.address
+
+    def stop(self, state: str) -> None:
+        """Final state; keep serving `telemetry.linger_s` for a last scrape, then stop."""
+        self.set_state(state)
+        if self.server is None:
+            return
+        if self.spec.telemetry.linger_s:
+            time.sleep(self.spec.telemetry.linger_s)
+        self.server.shutdown()
+        self.server.server_close()
+        self.server = None
+        if self.target_file is not None:
+            self.target_file.unlink(missing_ok=True)
+
+    def set_state(self, state: str) -> None:
+        for name in JOB_STATES:
+            self.gauges["deepyard_job_state"].labels(**self.job, state=name).set(name == state)
+
+    def goodput(self) -> float:
+        """Productive step time (steps not redone later) over wall time since submission."""
+        wall = time.time() - self.submitted_at
+        return sum(self.productive_s.values()) / wall if wall > 0 else 0.0
+
+    # -- events -----------------------------------------------------------------------
+    def observe(self, event: dict[str, Any]) -> None:
+        handler = getattr(self, f"_on_{event.get('type')}", None)
+        if handler is not None:
+            handler(event)
+
+    def _rank(self, rank: int) -> dict[str, str]:
+        return {**self.job, "attempt": str(self.attempt), "rank": str(rank)}
+
+    def _on_phase(self, event: dict[str, Any]) -> None:
+        if event["name"] == "resources_reserved" and event.get("attempt", 1) == 1:
+            wait = event["t"] - self.submitted_at
+            self.gauges["deepyard_job_queue_wait_seconds"].labels(**self.job).set(wait)
+            self.set_state("starting")
+
+    def _on_start(self, event: dict[str, Any]) -> None:
+        self.attempt = event.get("attempt", 1)
+        self.gauges["deepyard_job_attempt"].labels(**self.job).set(self.attempt)
+        self.flops_per_sample = float(event.get("flops_per_sample") or 0.0)
+        self.peak_flops = event.get("peak_flops")
+        self.set_state("running")
+
+    def _on_step(self, event: dict[str, Any]) -> None:
+        labels = self._rank(0)
+        step_time = event["step_time_s"]
+        self._rank_step(labels, event["step"], step_time, event["data_wait_s"])
+        self.counters["deepyard_train_samples"].labels(**labels).inc(self.global_batch)
+        self.gauges["deepyard_train_throughput_samples_per_second"].labels(**labels).set(
+            event["samples_per_s"]
+        )
+        if event.get("tokens_per_s"):
+            self.gauges["deepyard_train_throughput_tokens_per_second"].labels(**labels).set(
+                event["tokens_per_s"]
+            )
+        achieved = TRAIN_FACTOR * self.flops_per_sample * event["samples_per_s"]
+        self.gauges["deepyard_train_achieved_flops_per_second"].labels(**labels).set(achieved)
+        if self.peak_flops:
+            self.gauges["deepyard_train_model_flops_utilization_ratio"].labels(**labels).set(
+                achieved / self.peak_flops
+            )
+        self.gauges["deepyard_train_loss"].labels(**labels).set(event["loss"])
+        self.gauges["deepyard_train_learning_rate"].labels(**labels).set(event["lr"])
+        if event.get("grad_norm") is not None:
+            self.gauges["deepyard_train_grad_norm"].labels(**labels).set(event["grad_norm"])
+        self.counters["deepyard_job_training_seconds"].labels(**self.job).inc(step_time)
+        self.productive_s[event["step"]] = step_time
+
+    def _on_rank_step(self, event: dict[str, Any]) -> None:
+        labels = self._rank(event["rank"])
+        self._rank_step(labels, event["step"], event["step_time_s"], event["data_wait_s"])
+
+    def _rank_step(self, labels: dict[str, str], step: int, time_s: float, wait_s: float) -> None:
+        self.histograms["deepyard_train_step_duration_seconds"].labels(**labels).observe(time_s)
+        self.counters["deepyard_train_steps"].labels(**labels).inc()
+        self.gauges["deepyard_train_step"].labels(**labels).set(step)
+        self.counters["deepyard_data_wait_seconds"].labels(**labels).inc(wait_s)
+
+    def _on_checkpoint(self, event: dict[str, Any]) -> None:
+        self.histograms["deepyard_checkpoint_blocked_duration_seconds"].labels(**self.job).observe(
+            event["blocked_s"]
+        )
+
+    def _on_checkpoint_saved(self, event: dict[str, Any]) -> None:
+        self.histograms["deepyard_checkpoint_save_duration_seconds"].labels(**self.job).observe(
+            event["write_s"]
+        )
+        self.counters["deepyard_checkpoint_written_bytes"].labels(**self.job).inc(
+            event["size_bytes"]
+        )
+        self.counters["deepyard_checkpoint_saves"].labels(**self.job).inc()
+        self.gauges["deepyard_checkpoint_last_success_timestamp_seconds"].labels(**self.job).set(
+            event["t"]
+        )
+
+    def _on_resumed(self, event: dict[str, Any]) -> None:
+        self.histograms["deepyard_checkpoint_load_duration_seconds"].labels(**self.job).observe(
+            event["restore_s"]
+        )
+
+    def _on_attempt_failed(self, event: dict[str, Any]) -> None:
+        self.counters["deepyard_job_failures"].labels(**self.job, cause=event["cause"]).inc()
+        self.counters["deepyard_job_restarts"].labels(**self.job).inc()
+        self.set_state("recovering")
+
+    def _on_recovered(self, event: dict[str, Any]) -> None:
+        self.histograms["deepyard_job_recovery_duration_seconds"].labels(**self.job).observe(
+            event["first_step_s"]
+        )
+        self.counters["deepyard_job_steps_redone"].labels(**self.job).inc(event["steps_redone"])
+
+
+def _node_ip() -> str:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"

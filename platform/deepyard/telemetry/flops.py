@@ -1,0 +1,78 @@
+"""Model FLOPs for throughput in FLOP/s and MFU.
+
+Forward FLOPs per sample are counted by torch's `FlopCounterMode` on a two-sample batch
+of the model as built: exact for matmuls and convolutions (the operations that dominate),
+and nothing for element-wise ones, the convention of MFU (PaLM, Megatron). Training
+counts three forward passes per sample (the backward pass costs about two). Models may
+instead give an analytic count with a `flops_per_sample(input_shape)` method, which wins.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where FLOPs are counted, not where they are reported
+    import torch
+    from torch import nn
+
+TRAIN_FACTOR = 3.0  # forward + backward (≈ 2 x forward)
+
+# Dense peak FLOP/s per device by (device name fragment, precision); the first match wins.
+PEAK_FLOPS: tuple[tuple[str, str, float], ...] = (
+    ("H200", "bf16", 989e12),
+    ("H200", "fp16", 989e12),
+    ("H200", "fp32", 494e12),  # TF32 tensor cores
+    ("H100", "bf16", 989e12),
+    ("H100", "fp16", 989e12),
+    ("H100", "fp32", 494e12),
+    ("A100", "bf16", 312e12),
+    ("A100", "fp16", 312e12),
+    ("A100", "fp32", 156e12),
+    ("L40S", "bf16", 362e12),
+    ("L4", "bf16", 121e12),
+    ("A10", "bf16", 125e12),
+    ("V100", "fp16", 125e12),
+    ("V100", "fp32", 15.7e12),
+)
+
+
+def forward_flops_per_sample(
+    model: nn.Module, input_shape: tuple[int, ...], token_inputs: bool
+) -> float:
+    """FLOPs of one sample's forward pass (the model is left as it was found)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    analytic = getattr(model, "flops_per_sample", None)
+    if callable(analytic):
+        return float(analytic(input_shape))
+    was_training = model.training
+    model.eval()  # no dropout draws, no batch-norm statistics updated
+    if token_inputs:
+        batch = torch.ones((2, *input_shape), dtype=torch.long)
+    else:
+        batch = torch.zeros((2, *input_shape))
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            model(batch)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / 2
+
+
+def peak_flops_per_device(
+    device: torch.device, precision: str, override: float | None
+) -> float | None:
+    """Peak FLOP/s of one device; None on CPU or an unknown device (MFU stays unset)."""
+    if override is not None:
+        return override
+    if device.type != "cuda":
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name(device)
+    for fragment, dtype, peak in PEAK_FLOPS:
+        if fragment in name and dtype == precision:
+            return peak
+    return None
