@@ -94,18 +94,20 @@ class JobRunner:
                 try:
                     return {**self._attempt(lineage), **self.attempts.summary()}
                 except DeepyardError as exc:
-                    if self.stop_requested or not policy.decide(exc, self.attempts.attempt):
-                        raise
-                    self.attempts.failed(exc)
+                    retry = not self.stop_requested and policy.decide(exc, self.attempts.attempt)
                     self.on_event(
                         {
                             "type": "attempt_failed",
-                            "attempt": self.attempts.attempt - 1,
+                            "attempt": self.attempts.attempt,
                             "cause": failure_cause(exc),
                             "message": str(exc).splitlines()[0],
+                            "retry": retry,
                             "t": time.time(),
                         }
                     )
+                    if not retry:
+                        raise
+                    self.attempts.failed(exc)
                     self.wait_note(
                         f"attempt {self.attempts.attempt - 1} failed: {str(exc).splitlines()[0]}"
                         f"; restarting (attempt {self.attempts.attempt} of "

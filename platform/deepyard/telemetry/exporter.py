@@ -9,6 +9,7 @@ Point Prometheus at the directory:
 
     scrape_configs:
       - job_name: deepyard
+        honor_labels: true   # keep the metrics' own `job` label (the deepyard job's name)
         file_sd_configs: [{files: ["~/.cache/deepyard/prometheus-targets/*.json"]}]
 """
 
@@ -24,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from deepyard.data.packaged_sources import cache_root
 from deepyard.spec import JobSpec
-from deepyard.telemetry.catalog import CATALOGUE, JOB_STATES
+from deepyard.telemetry.catalog import BY_NAME, CATALOGUE, JOB, JOB_STATES
 from deepyard.telemetry.flops import TRAIN_FACTOR
 
 
@@ -82,6 +83,11 @@ class MetricsExporter:
         )
         self.gauges["deepyard_job_goodput_ratio"].labels(**self.job).set_function(self.goodput)
         self.gauges["deepyard_job_attempt"].labels(**self.job).set(1)
+        # Job-level counters and histograms exist from the start, at zero: increase() and
+        # rate() then see the first event, and "no failures" is a value, not an absence.
+        for name, collector in (*self.counters.items(), *self.histograms.items()):
+            if BY_NAME[name].labels == JOB:
+                collector.labels(**self.job)
         self.set_state("pending")
 
     # -- lifecycle --------------------------------------------------------------------
@@ -203,8 +209,11 @@ class MetricsExporter:
 
     def _on_attempt_failed(self, event: dict[str, Any]) -> None:
         self.counters["deepyard_job_failures"].labels(**self.job, cause=event["cause"]).inc()
-        self.counters["deepyard_job_restarts"].labels(**self.job).inc()
-        self.set_state("recovering")
+        if event["cause"] == "checkpoint":
+            self.counters["deepyard_checkpoint_save_failures"].labels(**self.job).inc()
+        if event.get("retry"):
+            self.counters["deepyard_job_restarts"].labels(**self.job).inc()
+            self.set_state("recovering")
 
     def _on_recovered(self, event: dict[str, Any]) -> None:
         self.histograms["deepyard_job_recovery_duration_seconds"].labels(**self.job).observe(
