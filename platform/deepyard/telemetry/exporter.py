@@ -154,6 +154,7 @@ class MetricsExporter:
         labels = self._rank(0)
         step_time = event["step_time_s"]
         self._rank_step(labels, event["step"], step_time, event["data_wait_s"])
+        self._device(labels, event)
         self.counters["deepyard_train_samples"].labels(**labels).inc(self.global_batch)
         self.gauges["deepyard_train_throughput_samples_per_second"].labels(**labels).set(
             event["samples_per_s"]
@@ -178,6 +179,17 @@ class MetricsExporter:
     def _on_rank_step(self, event: dict[str, Any]) -> None:
         labels = self._rank(event["rank"])
         self._rank_step(labels, event["step"], event["step_time_s"], event["data_wait_s"])
+        self._device(labels, event)
+
+    def _device(self, labels: dict[str, str], event: dict[str, Any]) -> None:
+        if "gpu_utilization" in event:
+            self.gauges["deepyard_gpu_utilization_ratio"].labels(**labels).set(
+                event["gpu_utilization"]
+            )
+        if "gpu_memory_bytes" in event:
+            self.gauges["deepyard_gpu_memory_used_bytes"].labels(**labels).set(
+                event["gpu_memory_bytes"]
+            )
 
     def _rank_step(self, labels: dict[str, str], step: int, time_s: float, wait_s: float) -> None:
         self.histograms["deepyard_train_step_duration_seconds"].labels(**labels).observe(time_s)

@@ -76,3 +76,18 @@ def peak_flops_per_device(
         if fragment in name and dtype == precision:
             return peak
     return None
+
+
+def device_stats(device: torch.device) -> dict[str, float]:
+    """GPU utilisation and memory in use (NVML through torch); {} on CPU or without NVML."""
+    if device.type != "cuda":
+        return {}
+    import torch
+
+    try:
+        return {
+            "gpu_utilization": torch.cuda.utilization(device) / 100.0,
+            "gpu_memory_bytes": float(torch.cuda.device_memory_used(device)),
+        }
+    except Exception:  # no NVML (nvidia-ml-py missing), or a driver that refuses
+        return {}

@@ -24,7 +24,11 @@ from deepyard.data.source import ParquetSource
 from deepyard.data.text import load_tokenizer
 from deepyard.errors import DataError
 from deepyard.spec import JobSpec
-from deepyard.telemetry.flops import forward_flops_per_sample, peak_flops_per_device
+from deepyard.telemetry.flops import (
+    device_stats,
+    forward_flops_per_sample,
+    peak_flops_per_device,
+)
 from deepyard.train import checkpointing
 from deepyard.train.control import Control, Faults
 from deepyard.train.dist import WorkerContext, init_process_group
@@ -117,6 +121,7 @@ def train(
                     "samples_per_s": spec.global_batch_size / step_times[-1],
                     "tokens_per_s": tokens * ctx.world_size / step_times[-1] if tokens else None,
                     "t": time.time(),
+                    **_every(spec.training.log_every_steps, step, device_stats, parts.device),
                 }
             )
         else:  # for per-rank step times (stragglers); Ray drains every rank
@@ -127,6 +132,7 @@ def train(
                     "step": step,
                     "step_time_s": step_times[-1],
                     "data_wait_s": batches.wait_s - waited,
+                    **_every(spec.training.log_every_steps, step, device_stats, parts.device),
                 }
             )
         if _due(spec.training.eval_every_steps, step, parts.total_steps):
@@ -284,6 +290,12 @@ def _total_steps(spec: JobSpec, batches: engines.Loader) -> int:
         )
     assert spec.training.epochs is not None
     return spec.training.epochs * per_epoch
+
+
+def _every(
+    every: int, step: int, read: Callable[[torch.device], dict[str, float]], device: torch.device
+) -> dict[str, float]:
+    return read(device) if step % every == 1 or every == 1 else {}
 
 
 def _grad_norm(engine: Any) -> float | None:
