@@ -25,6 +25,7 @@ class Metric:
     help: str
     labels: tuple[str, ...]
     buckets: tuple[float, ...] = ()
+    needs: str | None = None  # only exported with this (token inputs, NVML); else always
 
     @property
     def series_names(self) -> tuple[str, ...]:
@@ -42,6 +43,14 @@ CATALOGUE: tuple[Metric, ...] = (
         "deepyard_train_step_duration_seconds",
         "histogram",
         "Optimizer step time.",
+        RANK,
+        STEP_BUCKETS,
+    ),
+    Metric(
+        "deepyard_train_forward_duration_seconds",
+        "histogram",
+        "Forward-pass time of this rank's step (no collectives under ZeRO 0-2: a slow rank "
+        "shows here while every rank's step time looks alike).",
         RANK,
         STEP_BUCKETS,
     ),
@@ -65,6 +74,7 @@ CATALOGUE: tuple[Metric, ...] = (
         "gauge",
         "Tokens per second of the newest step, over all ranks (token models).",
         RANK,
+        needs="token inputs",
     ),
     Metric(
         "deepyard_train_model_flops_utilization_ratio",
@@ -164,8 +174,20 @@ CATALOGUE: tuple[Metric, ...] = (
     ),
     Metric("deepyard_job_duration_seconds", "gauge", "Time since submission.", JOB),
     # devices (where NVML is present)
-    Metric("deepyard_gpu_utilization_ratio", "gauge", "GPU busy fraction (NVML).", RANK),
-    Metric("deepyard_gpu_memory_used_bytes", "gauge", "GPU memory in use (NVML).", RANK),
+    Metric(
+        "deepyard_gpu_utilization_ratio", "gauge", "GPU busy fraction (NVML).", RANK, needs="NVML"
+    ),
+    Metric(
+        "deepyard_gpu_memory_used_bytes", "gauge", "GPU memory in use (NVML).", RANK, needs="NVML"
+    ),
+    # checkpoint failures: the failing-save alert fires on the first one, also for jobs that
+    # save by steps (no interval, so no overdue alert)
+    Metric(
+        "deepyard_checkpoint_save_failures",
+        "counter",
+        "Checkpoint saves that failed (nothing was published).",
+        JOB,
+    ),
 )
 
 BY_NAME = {m.name: m for m in CATALOGUE}

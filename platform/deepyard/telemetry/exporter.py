@@ -15,6 +15,7 @@ Point Prometheus at the directory:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -25,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from deepyard.data.packaged_sources import cache_root
 from deepyard.spec import JobSpec
-from deepyard.telemetry.catalog import BY_NAME, CATALOGUE, JOB, JOB_STATES
+from deepyard.telemetry.catalog import BY_NAME, CATALOGUE, JOB, JOB_STATES, RANK
 from deepyard.telemetry.flops import TRAIN_FACTOR
 
 
@@ -64,6 +65,7 @@ class MetricsExporter:
         self.flops_per_sample = 0.0
         self.peak_flops: float | None = None
         self.productive_s: dict[int, float] = {}  # step -> time of its newest run
+        self.rank_labels: set[tuple[str, ...]] = set()  # label values of per-rank series
         self.server: Any = None
         self.target_file: Path | None = None
         self.address = ""
@@ -135,7 +137,20 @@ class MetricsExporter:
             handler(event)
 
     def _rank(self, rank: int) -> dict[str, str]:
-        return {**self.job, "attempt": str(self.attempt), "rank": str(rank)}
+        labels = {**self.job, "attempt": str(self.attempt), "rank": str(rank)}
+        self.rank_labels.add(tuple(labels[name] for name in RANK))
+        return labels
+
+    def _forget_attempts_before(self, attempt: int) -> None:
+        """A new attempt: earlier attempts' per-rank gauges would show stale values."""
+        stale = {values for values in self.rank_labels if values[2] != str(attempt)}
+        for name, gauge in self.gauges.items():
+            if BY_NAME[name].labels != RANK:
+                continue
+            for values in stale:
+                with contextlib.suppress(KeyError):  # never set in that attempt
+                    gauge.remove(*values)
+        self.rank_labels -= stale
 
     def _on_phase(self, event: dict[str, Any]) -> None:
         if event["name"] == "resources_reserved" and event.get("attempt", 1) == 1:
@@ -145,6 +160,7 @@ class MetricsExporter:
 
     def _on_start(self, event: dict[str, Any]) -> None:
         self.attempt = event.get("attempt", 1)
+        self._forget_attempts_before(self.attempt)
         self.gauges["deepyard_job_attempt"].labels(**self.job).set(self.attempt)
         self.flops_per_sample = float(event.get("flops_per_sample") or 0.0)
         self.peak_flops = event.get("peak_flops")
@@ -153,7 +169,7 @@ class MetricsExporter:
     def _on_step(self, event: dict[str, Any]) -> None:
         labels = self._rank(0)
         step_time = event["step_time_s"]
-        self._rank_step(labels, event["step"], step_time, event["data_wait_s"])
+        self._rank_step(labels, event)
         self._device(labels, event)
         self.counters["deepyard_train_samples"].labels(**labels).inc(self.global_batch)
         self.gauges["deepyard_train_throughput_samples_per_second"].labels(**labels).set(
@@ -178,7 +194,7 @@ class MetricsExporter:
 
     def _on_rank_step(self, event: dict[str, Any]) -> None:
         labels = self._rank(event["rank"])
-        self._rank_step(labels, event["step"], event["step_time_s"], event["data_wait_s"])
+        self._rank_step(labels, event)
         self._device(labels, event)
 
     def _device(self, labels: dict[str, str], event: dict[str, Any]) -> None:
@@ -191,11 +207,17 @@ class MetricsExporter:
                 event["gpu_memory_bytes"]
             )
 
-    def _rank_step(self, labels: dict[str, str], step: int, time_s: float, wait_s: float) -> None:
-        self.histograms["deepyard_train_step_duration_seconds"].labels(**labels).observe(time_s)
+    def _rank_step(self, labels: dict[str, str], event: dict[str, Any]) -> None:
+        self.histograms["deepyard_train_step_duration_seconds"].labels(**labels).observe(
+            event["step_time_s"]
+        )
+        if "forward_s" in event:
+            self.histograms["deepyard_train_forward_duration_seconds"].labels(**labels).observe(
+                event["forward_s"]
+            )
         self.counters["deepyard_train_steps"].labels(**labels).inc()
-        self.gauges["deepyard_train_step"].labels(**labels).set(step)
-        self.counters["deepyard_data_wait_seconds"].labels(**labels).inc(wait_s)
+        self.gauges["deepyard_train_step"].labels(**labels).set(event["step"])
+        self.counters["deepyard_data_wait_seconds"].labels(**labels).inc(event["data_wait_s"])
 
     def _on_checkpoint(self, event: dict[str, Any]) -> None:
         self.histograms["deepyard_checkpoint_blocked_duration_seconds"].labels(**self.job).observe(

@@ -48,6 +48,13 @@ class Sources:
     eval: str | None
 
 
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # mean over the micro-batches
+    tokens: int  # token inputs this rank trained on (0 for features)
+    forward_s: float  # this rank's forward passes: no collectives under ZeRO 0-2
+
+
 @dataclass
 class Parts:
     """What one rank trains with, built once before the first step."""
@@ -104,7 +111,8 @@ def train(
     for step in range(saves.start_step + 1, parts.total_steps + 1):
         faults.before(step)
         started, waited = time.perf_counter(), batches.wait_s
-        loss, tokens = train_step(parts.engine, batches, accumulation, parts.device, parts.dtype)
+        result = train_step(parts.engine, batches, accumulation, parts.device, parts.dtype)
+        loss, tokens = result.loss, result.tokens
         step_times.append(time.perf_counter() - started)
         losses.append(loss)
         if lead:
@@ -117,6 +125,7 @@ def train(
                     "lr": parts.engine.get_lr()[0],
                     "grad_norm": _grad_norm(parts.engine),
                     "step_time_s": step_times[-1],
+                    "forward_s": result.forward_s,
                     "data_wait_s": batches.wait_s - waited,
                     "samples_per_s": spec.global_batch_size / step_times[-1],
                     "tokens_per_s": tokens * ctx.world_size / step_times[-1] if tokens else None,
@@ -131,6 +140,7 @@ def train(
                     "rank": ctx.rank,
                     "step": step,
                     "step_time_s": step_times[-1],
+                    "forward_s": result.forward_s,
                     "data_wait_s": batches.wait_s - waited,
                     **_every(spec.training.log_every_steps, step, device_stats, parts.device),
                 }
@@ -241,12 +251,12 @@ def train_step(
     accumulation: int,
     device: torch.device,
     dtype: torch.dtype,
-) -> tuple[float, int]:
-    """One optimizer step over `accumulation` micro-batches; returns their mean loss and
-    the tokens this rank trained on (0 for non-token inputs)."""
-    total, tokens = 0.0, 0
+) -> StepResult:
+    """One optimizer step over `accumulation` micro-batches."""
+    total, tokens, forward_s = 0.0, 0, 0.0
     for _ in range(accumulation):
         inputs, labels = batches.next_batch()
+        started = time.perf_counter()
         if inputs.dtype == torch.long:  # token ids, padded per batch with pad_id
             pad_id = getattr(batches, "pad_id", None)
             tokens += int((inputs != pad_id).sum()) if pad_id is not None else inputs.numel()
@@ -254,10 +264,11 @@ def train_step(
         else:
             logits = engine(inputs.to(device, dtype))
         loss = F.cross_entropy(logits.float(), labels.to(device))
+        forward_s += time.perf_counter() - started  # on GPU: launch time, a weaker proxy
         engine.backward(loss)
         engine.step()
         total += loss.item()
-    return total / accumulation, tokens
+    return StepResult(total / accumulation, tokens, forward_s)
 
 
 def _open_data(spec: JobSpec, sources: Sources) -> tuple[ParquetSource, TensorData | None]:

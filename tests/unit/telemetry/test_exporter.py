@@ -1,0 +1,109 @@
+"""The exporter as Prometheus sees it: scrape its real HTTP endpoint and parse the text."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from deepyard import spec as specs
+from deepyard.telemetry.catalog import CATALOGUE
+from deepyard.telemetry.exporter import MetricsExporter
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "jobs" / "examples" / "digits_cnn.yaml"
+
+
+def step(n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "step",
+        "step": n,
+        "loss": 2.0 / n,
+        "lr": 0.1,
+        "step_time_s": 0.5,
+        "forward_s": 0.1,
+        "data_wait_s": 0.01,
+        "samples_per_s": 128.0,
+        "t": 1.0,
+        **extra,
+    }
+
+
+def scrape(address: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    found = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls)]
+    assert len(found) == 1, (name, labels, found)
+    return float(found[0])
+
+
+@pytest.fixture
+def exporter(tmp_path: Path):
+    spec = specs.load(
+        EXAMPLE,
+        [f"telemetry.targets_dir={tmp_path}", "telemetry.peak_flops_per_device=1e9"],
+    )
+    exporter = MetricsExporter(spec, "r1", submitted_at=0.0, spec_hash="abc")
+    yield exporter
+    exporter.stop("succeeded")
+
+
+def test_serves_the_catalogue_on_loopback_and_announces_itself(exporter, tmp_path: Path) -> None:
+    address = exporter.start()
+    assert address.startswith("127.0.0.1:")
+    [target] = json.loads((tmp_path / "digits-cnn-r1.json").read_text())
+    assert target["targets"] == [address]
+    samples = scrape(address)
+    assert value(samples, "deepyard_job_restarts_total", job="digits-cnn", run="r1") == 0
+    assert value(samples, "deepyard_job_state", state="pending") == 1
+    names = {name for name, _ in samples}
+    assert names <= {s for m in CATALOGUE for s in (*m.series_names, f"{m.name}_created")}
+    exporter.stop("succeeded")
+    assert not (tmp_path / "digits-cnn-r1.json").exists()
+
+
+def test_steps_ranks_attempts_goodput_and_mfu(exporter) -> None:
+    address = exporter.start()
+    exporter.observe({"type": "start", "attempt": 1, "flops_per_sample": 1e6, "peak_flops": 2e9})
+    for n in (1, 2, 3):
+        exporter.observe(step(n))
+        exporter.observe(
+            {"type": "rank_step", "rank": 1, "step": n, "step_time_s": 0.5, "data_wait_s": 0.2}
+        )
+    exporter.observe({"type": "attempt_failed", "cause": "worker_lost", "retry": True})
+    exporter.observe({"type": "start", "attempt": 2, "flops_per_sample": 1e6, "peak_flops": 2e9})
+    exporter.observe(step(3, loss=0.25))  # step 3 redone
+    samples = scrape(address)
+
+    # Earlier attempts' gauges are gone; their counters stay for rate().
+    losses = [(ls, v) for (n, ls), v in samples.items() if n == "deepyard_train_loss"]
+    assert losses == [
+        ((("attempt", "2"), ("job", "digits-cnn"), ("rank", "0"), ("run", "r1")), 0.25)
+    ]
+    assert value(samples, "deepyard_train_steps_total", attempt="1", rank="1") == 3
+    assert value(
+        samples, "deepyard_data_wait_seconds_total", attempt="1", rank="1"
+    ) == pytest.approx(0.6)
+    assert value(samples, "deepyard_train_step_duration_seconds_count", attempt="1", rank="0") == 3
+    assert (
+        value(samples, "deepyard_train_forward_duration_seconds_count", attempt="2", rank="0") == 1
+    )
+    assert value(samples, "deepyard_job_failures_total", cause="worker_lost") == 1
+    assert value(samples, "deepyard_job_restarts_total") == 1
+    # 3 * 1e6 FLOPs * 128 samples/s against 2e9 peak
+    assert value(samples, "deepyard_train_model_flops_utilization_ratio") == pytest.approx(0.192)
+    # goodput: steps 1-3 count once (3 x 0.5 s), over the wall time since submission
+    exporter.submitted_at = time.time() - 3.0
+    assert exporter.goodput() == pytest.approx(0.5, rel=0.02)
