@@ -198,6 +198,24 @@ def models_list() -> None:
     Console().print(table)
 
 
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(
+        ..., metavar="RUN_DIR", help="A run's folder: OUTPUT_DIR/NAME/RUN_ID (has summary.json)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="HTML file to write (default: RUN_DIR/report.html)."
+    ),
+) -> None:
+    """Write one self-contained HTML page of a run's plots: loss, throughput, step time,
+    data wait, evals, checkpoints and restarts. Opens offline; prints the path written."""
+    from deepyard.telemetry.report import write_report
+
+    with user_errors():
+        path = write_report(run_dir, out)
+    print(path)
+
+
 def main() -> None:
     app()
 
