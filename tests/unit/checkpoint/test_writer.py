@@ -109,3 +109,45 @@ def test_export_gives_the_engine_weights_as_safetensors(engine: Any, tmp_path: P
     loaded = load_file(str(out))
     assert torch.equal(loaded[next(iter(live))], next(iter(live.values())).float())
     assert json.loads(json.dumps(info))["tensors"] == len(live)
+
+
+def test_cli_lists_verifies_and_exports_and_verify_catches_a_flipped_byte(
+    engine: Any, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from deepyard.cli.main import app
+
+    uri = str(tmp_path / "ckpts")
+    checkpointer = saver(Store.open(uri), [])
+    checkpointer.attach(engine)
+    for step in (1, 2):
+        train_a_step(engine)
+        checkpointer.save(engine, step, {"step": step, "metrics": {"accuracy": 0.5}}, {})
+    checkpointer.close()
+    cli = CliRunner()
+
+    listed = cli.invoke(app, ["checkpoint", "list", uri, "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert [(r["step"], r["state"]) for r in rows] == [(1, "published"), (2, "published")]
+
+    assert cli.invoke(app, ["checkpoint", "verify", uri]).exit_code == 0
+    out = tmp_path / "w.safetensors"
+    exported = cli.invoke(app, ["checkpoint", "export", uri, "--out", str(out)])
+    assert exported.exit_code == 0, exported.output
+    assert out.stat().st_size > 0 and "step 2" in exported.output
+
+    [newest] = [
+        c for c in catalog.checkpoints(Store.open(uri), checkpointer.lineage) if c.step == 2
+    ]
+    victim = next(Store.open(uri).local_path(newest.prefix).glob("*optim_states.pt"))
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    verified = cli.invoke(app, ["checkpoint", "verify", uri])
+    assert verified.exit_code == 1
+    assert victim.name in verified.output and "corrupt" in verified.output
+    # export without --step falls back to the newest valid one, and says why
+    fallback = cli.invoke(app, ["checkpoint", "export", uri, "--out", str(out)])
+    assert fallback.exit_code == 0 and "step 1" in fallback.output
