@@ -10,6 +10,7 @@ and copied into each test that resumes from it (a resume writes into its lineage
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -46,9 +47,15 @@ COMMON = [
 ]
 PREEMPT = "faults=[{kind: sigterm, step: 7}]"
 DROPOUT = {1: 0.0, 2: 0.2, 3: 0.2}  # with dropout, only restored RNG states resume exactly
-# Measured (see the report in the tests below): resuming on another world size redraws
-# dropout masks and regroups batch norm, so the curve moves slightly, not more.
-WORLD_CHANGE_MAX_MEAN_ABS_DIFF = 0.05
+# Resuming on another world size regroups the batches (2 x 32 rows vs 1 x 64 of other
+# rows), redraws dropout masks and changes batch-norm statistics, so per-step losses move.
+# Measured on digits, ZeRO-2, resumed at step 7-8 (dropout 0.2 / 0.0):
+#   per-step mean |diff| 0.073 / 0.066 (2->1), 0.043 / 0.042 (1->2), max 0.19;
+#   mean over the resumed steps within 0.006; final eval loss within 0.005 once
+#   batch-norm buffers are restored (0.21 worse while they are not).
+WORLD_CHANGE_STEP_DIFF = 0.15  # mean |loss diff| per resumed step
+WORLD_CHANGE_MEAN_DIFF = 0.03  # |diff| of the mean loss over the resumed steps
+WORLD_CHANGE_EVAL_DIFF = 0.05  # |diff| of the final eval loss
 
 
 @dataclass
@@ -75,10 +82,29 @@ def _sets(overrides: list[str]) -> list[str]:
     return [arg for value in overrides for arg in ("--set", value)]
 
 
-def _finish(done: subprocess.CompletedProcess[str]) -> Run:
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    summary = json.loads(lines[-1]) if lines else {}
-    return Run(done.returncode, summary, done.stderr)
+def execute(command: list[str], timeout: int) -> Run:
+    """Run `command` to the end; past `timeout`, stop it and everything it started."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(proc)
+        raise
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    return Run(proc.returncode, json.loads(lines[-1]) if lines else {}, stderr)
+
+
+def kill_tree(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL a command we started and its descendants (an embedded Ray, torchrun's ranks)."""
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    psutil.wait_procs(family, timeout=30)
+    proc.communicate(timeout=30)
 
 
 def torchrun(
@@ -101,7 +127,7 @@ def torchrun(
         *(["--restart"] if restart else []),
         *_sets([f"output_dir={out}", f"resources.num_workers={workers}", *overrides]),
     ]
-    return _finish(subprocess.run(command, capture_output=True, text=True, timeout=timeout))
+    return execute(command, timeout)
 
 
 def deepyard_run(out: Path, *overrides: str, restart: bool = False, timeout: int = 400) -> Run:
@@ -111,7 +137,7 @@ def deepyard_run(out: Path, *overrides: str, restart: bool = False, timeout: int
         *(["--restart"] if restart else []),
         *_sets([f"output_dir={out}", *overrides]),
     ]
-    return _finish(subprocess.run(command, capture_output=True, text=True, timeout=timeout))
+    return execute(command, timeout)
 
 
 def lineage_dirs(out: Path) -> list[Path]:
@@ -170,9 +196,10 @@ def copy_of(out: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("zero", [1, 2, 3])
 def test_preempted_run_resumes_bit_for_bit(shared: SharedRuns, tmp_path: Path, zero: int) -> None:
-    """SIGTERM mid-run → checkpoint, exit 143; the same command again → the rest of the run
-    with exactly the losses of a run that was never stopped (ZeRO partitions, optimizer,
-    LR schedule, data position and RNG states, dropout included, all restored)."""
+    """SIGTERM mid-run (to torchrun, as a preemption) → checkpoint at the next step and
+    stop; the same command again → the rest of the run with exactly the losses and final
+    evaluation of a run that was never stopped (ZeRO partitions, optimizer, LR schedule,
+    data position, RNG states with dropout, batch-norm statistics of every rank)."""
     whole, _ = shared.uninterrupted(zero)
     stopped, out = shared.preempted(zero)
     assert whole.code == 0, whole.stderr[-3000:]
@@ -192,6 +219,7 @@ def test_preempted_run_resumes_bit_for_bit(shared: SharedRuns, tmp_path: Path, z
     assert sorted(after) == list(range(stop_step + 1, MAX_STEPS + 1))
     assert before == {step: reference[step] for step in before}
     assert after == {step: reference[step] for step in after}  # bit for bit
+    # Evaluation runs on running statistics that training losses never see.
     assert resumed.summary["eval"] == whole.summary["eval"]
 
 
@@ -218,12 +246,20 @@ def test_resume_on_another_world_size_keeps_the_curve_and_the_epoch(
     assert resumed.code == 0, resumed.stderr[-3000:]
     assert resumed.summary["start_step"] == stop_step
     assert resumed.summary["steps"] == MAX_STEPS
+    assert f"resumed at step {stop_step} from " in resumed.stderr
+    assert f"(saved on {before} workers, now {after})" in resumed.stderr
     reference, curve = whole.losses(), resumed.losses()
     assert sorted(curve) == list(range(stop_step + 1, MAX_STEPS + 1))
     diffs = [abs(curve[step] - reference[step]) for step in curve]
-    mean_diff = sum(diffs) / len(diffs)
-    print(f"world size {before}->{after}: mean |loss diff| {mean_diff:.4f}, max {max(diffs):.4f}")
-    assert mean_diff < WORLD_CHANGE_MAX_MEAN_ABS_DIFF, (mean_diff, diffs)
+    step_diff = sum(diffs) / len(diffs)
+    mean_diff = abs(sum(curve.values()) - sum(reference[step] for step in curve)) / len(curve)
+    eval_diff = abs(resumed.summary["eval"]["loss"] - whole.summary["eval"]["loss"])
+    print(f"{before}->{after} workers: per-step {step_diff:.4f} (max {max(diffs):.4f}), ")
+    print(f"mean {mean_diff:.4f}, eval loss {eval_diff:.4f}")
+    assert step_diff < WORLD_CHANGE_STEP_DIFF, diffs
+    assert mean_diff < WORLD_CHANGE_MEAN_DIFF
+    # Evaluation uses batch norm's running statistics, which the training loss never sees.
+    assert eval_diff < WORLD_CHANGE_EVAL_DIFF, (resumed.summary["eval"], whole.summary["eval"])
 
     # The epoch ends at step 22 as it would have without the move, and step 20's checkpoint
     # (saved on the new world size) shows why: the new ranks hold exactly the positions the
@@ -253,7 +289,7 @@ def test_corrupt_newest_checkpoint_is_skipped_with_a_warning(
     assert whole.code == 0, whole.stderr[-3000:]
     job_dir = copy_of(out, tmp_path)
     (lineage,) = lineage_dirs(job_dir)
-    steps = sorted(int(p.name.split("-")[1]) for p in lineage.glob("step-*/manifest.json"))
+    steps = sorted(int(p.parent.name.split("-")[1]) for p in lineage.glob("step-*/manifest.json"))
     assert steps[-2:] == [20, MAX_STEPS]
     bad = lineage / f"step-{MAX_STEPS:09d}" / "mp_rank_00_model_states.pt"
     data = bytearray(bad.read_bytes())
@@ -313,16 +349,16 @@ def live(tmp_path: Path) -> Iterator[Any]:
     yield start
     for run in started:  # a failed assertion must not leave a job (and its Ray) behind
         if run.proc.poll() is None:
-            run.proc.kill()
-            run.proc.communicate(timeout=60)
+            kill_tree(run.proc)
 
 
 LONG = ["training.epochs=null", "training.max_steps=300", "training.log_every_steps=1"]
 
 
-def test_sigkilled_worker_is_replaced_and_the_job_finishes(live: Any) -> None:
-    """An outside SIGKILL of one Ray worker process: the attempt fails, a new gang resumes
-    from the newest checkpoint and the job succeeds; the recovery is on record."""
+def test_sigkilled_workers_are_replaced_and_the_job_finishes(live: Any) -> None:
+    """SIGKILL from outside to every Ray worker process of the job, as when their node dies
+    or the OOM killer strikes: the attempt fails, a new gang resumes from the newest
+    checkpoint and the job succeeds; the recovery is on record."""
     job_run = live(*LONG, "checkpoint.every_steps=5", "failure.max_restarts=1")
     job_run.wait_for(" step 8/")
     workers = [
@@ -331,15 +367,15 @@ def test_sigkilled_worker_is_replaced_and_the_job_finishes(live: Any) -> None:
         if "TrainWorker" in " ".join(p.cmdline())
     ]
     assert len(workers) == 2, [p.cmdline() for p in workers]
-    victim = workers[-1].pid
-    workers[-1].send_signal(signal.SIGKILL)
+    for worker in workers:
+        worker.send_signal(signal.SIGKILL)
     done = job_run.finish()
 
     assert done.code == 0, done.stderr[-3000:]
     assert done.summary["status"] == "succeeded" and done.summary["steps"] == 300
     assert done.summary["attempts"] == 2
     (recovery,) = done.summary["recoveries"]
-    assert f"(pid {victim}) died" in recovery["cause"]
+    assert any(f"(pid {w.pid}) died" in recovery["cause"] for w in workers), recovery
     assert recovery["resumed_step"] >= 5 and recovery["resumed_step"] % 5 == 0
     assert recovery["steps_redone"] >= 0 and recovery["first_step_s"] > 0
     history = done.history()
@@ -373,16 +409,18 @@ def test_sigterm_checkpoints_exits_143_and_the_rerun_finishes(live: Any, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, dict[str, Any]]:
     """One job through two injected faults: rank 1 hangs before step 7 (attempt 1), then
-    is SIGKILLed before step 13 (attempt 2); synchronous saves every 5 steps, so each
-    attempt resumes from a known step."""
+    rank 0 is SIGKILLed before step 13 (attempt 2). Saves every 5 steps, synchronous, so
+    each attempt resumes from a known step. Returns the run and the summary it recorded
+    (written also when the job fails)."""
+    out = tmp_path_factory.mktemp("faults")
     faults = (
         "faults=[{kind: hang, step: 7, rank: 1, attempt: 1}, "
-        "{kind: crash, step: 13, rank: 1, attempt: 2}]"
+        "{kind: crash, step: 13, rank: 0, attempt: 2}]"
     )
-    return deepyard_run(
-        tmp_path_factory.mktemp("faults"),
+    run = deepyard_run(
+        out,
         "training.epochs=null",
         "training.max_steps=16",
         "checkpoint.every_steps=5",
@@ -391,31 +429,45 @@ def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         "failure.hang_timeout_s=5",
         faults,
     )
+    (recorded,) = (out / "digits-cnn").glob("*/summary.json")
+    return run, json.loads(recorded.read_text())
 
 
-def test_hang_is_detected_with_every_rank_stack_and_recovers(faulty_run: Run) -> None:
-    assert faulty_run.code == 0, faulty_run.stderr[-3000:]
-    assert faulty_run.summary["status"] == "succeeded" and faulty_run.summary["steps"] == 16
-    hang = faulty_run.summary["recoveries"][0]
+def test_hang_is_detected_with_every_rank_stack_and_recovers(
+    faulty_run: tuple[Run, dict[str, Any]],
+) -> None:
+    run, recorded = faulty_run
+    hang = recorded["recoveries"][0]
+    assert hang["attempt"] == 2, recorded
     assert "no step progress" in hang["cause"] and "hang_timeout_s=5" in hang["cause"]
     assert hang["resumed_step"] == 5 and hang["steps_redone"] == 1
     assert 5 <= hang["detect_s"] < 30
-    stacks = (faulty_run.run_dir / "stacks-attempt-1.txt").read_text()
+    run_dir = Path(recorded["run_dir"])
+    stacks = (run_dir / "stacks-attempt-1.txt").read_text()
     assert "=== rank 0" in stacks and "=== rank 1" in stacks
     rank0, rank1 = stacks.split("=== rank 1")
     assert "train_step" in rank0  # waiting for its peer inside a step
     assert "in before" in rank1 and "time.sleep" in rank1  # the injected hang itself
-    assert "stacks-attempt-1.txt" in faulty_run.stderr
+    assert "stacks-attempt-1.txt" in run.stderr
+    history = pq.read_table(run_dir / "history.parquet").to_pydict()
+    steps = [s for s, a in zip(history["step"], history["attempt"], strict=True) if a <= 2]
+    assert steps[:7] == [1, 2, 3, 4, 5, 6, 6]  # attempt 2 redid step 6 from step 5's save
 
 
-def test_crashed_worker_is_restarted_from_the_newest_checkpoint(faulty_run: Run) -> None:
-    assert faulty_run.code == 0, faulty_run.stderr[-3000:]
-    assert faulty_run.summary["attempts"] == 3
-    crash = faulty_run.summary["recoveries"][1]
-    assert crash["attempt"] == 3 and "died" in crash["cause"]
-    assert crash["resumed_step"] == 10 and 1 <= crash["steps_redone"] <= 2
+def test_crashed_rank0_is_restarted_from_the_newest_checkpoint(
+    faulty_run: tuple[Run, dict[str, Any]],
+) -> None:
+    """Rank 0, the one that reports progress, SIGKILLed: the job still recovers."""
+    run, _ = faulty_run
+    assert run.code == 0, run.stderr[-3000:]
+    assert run.summary["status"] == "succeeded" and run.summary["steps"] == 16
+    assert run.summary["attempts"] == 3
+    crash = run.summary["recoveries"][1]
+    assert crash["attempt"] == 3 and "worker rank 0" in crash["cause"] and "died" in crash["cause"]
+    # Both ranks finished steps 11 and 12 before rank 0 died: two steps were redone.
+    assert crash["resumed_step"] == 10 and crash["steps_redone"] == 2
     assert crash["first_step_s"] > 0 and crash["restore_s"] >= 0
-    history = faulty_run.history()
+    history = run.history()
     by_attempt: dict[int, list[int]] = {}
     for step, attempt in zip(history["step"], history["attempt"], strict=True):
         by_attempt.setdefault(attempt, []).append(step)
@@ -468,15 +520,14 @@ def test_full_checkpoint_disk_fails_the_job_naming_the_file(tmp_path: Path) -> N
         "--json",
         *_sets([f"output_dir={tmp_path}", *job(2), f"checkpoint.uri={disk}"]),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = execute(command, timeout=300)
 
-    assert done.returncode not in (0, 99), done.stderr[-3000:]
+    assert done.code not in (0, 99), done.stderr[-3000:]
     assert f"cannot write checkpoint file {disk}/" in done.stderr, done.stderr[-3000:]
-    assert "No space left on device" in done.stderr
     assert "bytes free on" in done.stderr and "point checkpoint.uri at a larger disk" in done.stderr
+    assert "/step-000000005/" in done.stderr  # the first save, the one that failed
     files = listing.read_text().split()
-    assert any("/step-000000005/" in f for f in files)  # the save that failed
-    assert not [f for f in files if f.endswith("manifest.json")]
+    assert files and not [f for f in files if f.endswith("manifest.json")]  # never published
 
 
 # --- 8. a spec that does not match the checkpoint -------------------------------------------

@@ -84,6 +84,14 @@ def to_universal(load_dir: Path, tag: str, out_dir: Path, local_rank: int) -> Pa
     return out_dir
 
 
+def load_buffers(module: torch.nn.Module, model_states: Path) -> None:
+    """The module's buffers (batch-norm running statistics, counters) as saved: DeepSpeed's
+    universal-checkpoint load restores parameters and optimizer state, not buffers."""
+    saved = torch.load(model_states, map_location="cpu", weights_only=False)["module"]
+    names = {name for name, _ in module.named_buffers()}
+    module.load_state_dict({k: v for k, v in saved.items() if k in names}, strict=False)
+
+
 def restore(
     engine: Any,
     loader: engines.Loader,
@@ -93,8 +101,13 @@ def restore(
     world_size: int,
     batch_size: int,
     seed: int,
+    saved_dir: Path | None = None,
 ) -> None:
-    """Load model, optimizer and scheduler state, then this rank's cursor and RNG states."""
+    """Load model, optimizer and scheduler state, then this rank's cursor and RNG states.
+
+    `load_dir` may hold the universal conversion; `saved_dir` is then the checkpoint as
+    saved, whose module buffers (batch-norm statistics) the universal load skips.
+    """
     manifest = checkpoint.manifest
     assert manifest is not None
     tag = checkpoint.prefix.rsplit("/", 1)[1]
@@ -103,6 +116,8 @@ def restore(
     )
     if path is None:
         raise CheckpointError(f"DeepSpeed found no checkpoint in {load_dir / tag}")
+    if saved_dir is not None and saved_dir != load_dir:
+        load_buffers(engine.module, saved_dir / tag / "mp_rank_00_model_states.pt")
     cursors = [r["cursor"] for r in manifest["ranks"]]
     if manifest["world_size"] == world_size:
         loader.load_state_dict(cursors[rank])

@@ -11,6 +11,8 @@ a write that failed is raised on the training thread at the next save or at clos
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 Emit = Callable[[dict[str, Any]], None]
 RECORD_TIMEOUT_S = 600.0
 HEARTBEAT_S = 10.0
+FULL_BELOW_BYTES = 16 * 2**20  # a failed write with less free than this: the disk is full
 
 
 class SnapshotEngine(CheckpointEngine):  # type: ignore[misc]
@@ -163,8 +166,9 @@ class Checkpointer:
             self.wait()
         finally:
             self._executor.shutdown(wait=True)
-            if not self.store.is_local:
-                shutil.rmtree(self.staging, ignore_errors=True)
+            shutil.rmtree(self.staging, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the attempt's folder, once no rank uses it
+                self.staging.parent.rmdir()
 
     def _write(
         self, tag: str, files: list[tuple[str, Any]], record: dict[str, Any], meta: dict[str, Any]
@@ -260,9 +264,11 @@ def _torch_save(state: Any, path: Path, shown: str) -> tuple[str, int]:
     except (OSError, RuntimeError) as exc:
         tmp.unlink(missing_ok=True)
         free = shutil.disk_usage(path.parent).free
+        # torch's zip writer reports a full disk as "unexpected pos", not ENOSPC.
+        full = getattr(exc, "errno", None) == errno.ENOSPC or free < FULL_BELOW_BYTES
+        reason = "no space left on device" if full else str(exc).splitlines()[0]
         raise CheckpointError(
-            f"cannot write checkpoint file {shown}: {exc}".splitlines()[0]
-            + f" ({free} bytes free on {path.parent}); free space or point checkpoint.uri "
-            "at a larger disk"
+            f"cannot write checkpoint file {shown}: {reason} ({free} bytes free on "
+            f"{path.parent}); free space or point checkpoint.uri at a larger disk"
         ) from None
     return writer.digest.hexdigest(), writer.size

@@ -40,7 +40,8 @@ def run(
         restart,
         recorder.run_dir,
     )
-    # Kubernetes preempts with SIGTERM and a grace period: checkpoint, then exit.
+    # Kubernetes preempts with SIGTERM and a grace period: checkpoint, then exit. (The
+    # runner installs it again once ray.init has put its own in place.)
     previous = signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
     try:
         worker_summary = runner.run(address)

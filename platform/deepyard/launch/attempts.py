@@ -95,13 +95,14 @@ class Attempts:
 
     def observe(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """Track one event; returns the recovery record it completes, if it does."""
-        if event.get("type") == "rank_step":
+        if event.get("type") == "rank_step":  # a dying rank 0 leaves its last steps unsent
+            self.last_step = max(self.last_step, event["step"])
             return None
         now = event.get("t", time.time())
         self.last_progress_t = now
         kind = event.get("type")
         if kind == "step":
-            self.last_step = event["step"]
+            self.last_step = max(self.last_step, event["step"])
         if self._open is None:
             return None
         if kind == "resumed":
@@ -128,6 +129,7 @@ class Attempts:
             "detect_s": round(now - self.last_progress_t, 3),
         }
         self.attempt += 1
+        self.last_step = 0  # the next attempt counts from its resumed step
 
     def summary(self) -> dict[str, Any]:
         return {"attempts": self.attempt, "recoveries": self.recoveries}

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -86,6 +88,8 @@ class JobRunner:
     def run(self, address: str | None = None) -> dict[str, Any]:
         """Rank 0's summary plus the attempts record. Raises DeepyardError on failure."""
         started = connect(self.spec, address)
+        # ray.init installs its own SIGTERM handler: ours goes on top, after it.
+        previous = _on_sigterm(lambda *_: self.request_stop())
         self.on_event({"type": "phase", "name": "ray_ready", "t": time.time()})
         policy = FailurePolicy(self.spec.failure.max_restarts)
         try:
@@ -114,6 +118,7 @@ class JobRunner:
                         f"{policy.max_restarts + 1}) from the newest checkpoint"
                     )
         finally:
+            _on_sigterm(previous)
             if started:
                 ray.shutdown()
 
@@ -144,6 +149,13 @@ class JobRunner:
         self.on_event({**event, "attempt": self.attempts.attempt})
         if recovered is not None:
             self.on_event({"type": "recovered", **recovered, "t": time.time()})
+
+
+def _on_sigterm(handler: Any) -> Any:
+    """Install a SIGTERM handler (main thread only); returns the previous one."""
+    if threading.current_thread() is not threading.main_thread() or handler is None:
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def run_job(

@@ -190,15 +190,19 @@ class WorkerGroup:
         """Every rank's new events (rank 0's first); returns rank 0's."""
         refs = [actor.drain.remote() for actor in self.actors]
         batches: list[list[dict[str, Any]]] = []
+        lost: WorkerLost | None = None
         for rank, ref in enumerate(refs):
             try:
                 batches.append(ray.get(ref))
             except ray.exceptions.RayActorError as exc:
-                raise self._lost(rank, exc) from None
-        for events in batches:
+                batches.append([])
+                lost = lost or self._lost(rank, exc)
+        for events in batches:  # the survivors' news first: how far training got
             for event in events:
                 self.on_event(event)
-        return batches[0] if batches else []
+        if lost is not None:
+            raise lost
+        return batches[0]
 
     def _result(
         self, ref: Any, rank: int, pending: list[Any], ranks: dict[Any, int]

@@ -104,12 +104,12 @@ def _resume(
     resume = plan.resume
     assert resume is not None and resume.manifest is not None
     download = staging_dir(plan, ctx.rank) / "resume"
-    load_dir = restore.local_copy(store, resume, download)
+    saved_dir = load_dir = restore.local_copy(store, resume, download)
     universal = staging_dir(plan) / "universal"
     if wants_universal(plan, ctx.world_size):
         tag = resume.prefix.rsplit("/", 1)[1]
         universal.mkdir(parents=True, exist_ok=True)
-        load_dir = restore.to_universal(load_dir, tag, universal, ctx.local_rank)
+        load_dir = restore.to_universal(saved_dir, tag, universal, ctx.local_rank)
     restore.restore(
         engine,
         batches,
@@ -119,6 +119,7 @@ def _resume(
         ctx.world_size,
         spec.micro_batch_size,
         spec.training.seed,
+        saved_dir,
     )
     # Loaded everywhere: the scratch copies are no longer needed.
     if ctx.world_size > 1:

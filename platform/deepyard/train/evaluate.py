@@ -22,6 +22,12 @@ def evaluate(
     device: torch.device,
     dtype: torch.dtype,
 ) -> dict[str, float]:
+    if dist.is_initialized() and world_size > 1:
+        # Ranks' batch-norm statistics drift apart in training, and a checkpoint keeps rank
+        # 0's (ZeRO 0-2): evaluate every rank with rank 0's, as DDP does, so a resumed run
+        # scores like an uninterrupted one.
+        for buffer in getattr(engine, "module", engine).buffers():
+            dist.broadcast(buffer.data, src=0)
     engine.eval()
     classes = data.num_classes
     confusion = torch.zeros(classes * classes, dtype=torch.int64)
