@@ -12,6 +12,7 @@ from rich.table import Table
 
 from deepyard.cli.checkpoints import app as checkpoint_app
 from deepyard.cli.errors import err_console, user_errors
+from deepyard.cli.sweeps import app as sweep_app
 
 app = typer.Typer(
     help="Distributed deep-learning training on Ray and DeepSpeed from one YAML job spec.",
@@ -28,6 +29,7 @@ app.add_typer(spec_app, name="spec")
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(checkpoint_app, name="checkpoint")
+app.add_typer(sweep_app, name="sweep")
 
 SetOption = typer.Option(
     [], "--set", help="Override a spec field by dotted path, e.g. --set optimizer.lr=3e-4."

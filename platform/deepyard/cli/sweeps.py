@@ -1,0 +1,102 @@
+"""`deepyard sweep validate SWEEP.yaml`: check a sweep spec and show what it would run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from deepyard.cli.errors import err_console, user_errors
+
+if TYPE_CHECKING:
+    from deepyard.spec.job import JobSpec
+    from deepyard.spec.sweep import SweepSpec
+
+app = typer.Typer(
+    help="Hyperparameter sweeps: many trials of one job, searched by Ray Tune.",
+    no_args_is_help=True,
+)
+SetOption = typer.Option(
+    [],
+    "--set",
+    help="Override a sweep field by dotted path: --set budget.max_trials=16, "
+    "--set space.optimizer.lr.low=1e-5, --set job.training.max_steps=100.",
+)
+
+
+@app.command("validate")
+def validate(
+    file: Path = typer.Argument(..., help="Sweep spec YAML file."),
+    overrides: list[str] = SetOption,
+) -> None:
+    """Check a sweep spec; print its space and trial count, or every problem with its fix."""
+    import yaml
+
+    from deepyard.spec.sweep_load import load_sweep
+
+    with user_errors():
+        sweep = load_sweep(file, overrides)
+    err_console.print(f"[green]valid[/]: {escape(str(file))}: {escape(_trials_line(sweep))}")
+    Console(stderr=True).print(_space_table(sweep))
+    print(yaml.safe_dump(_resolved(sweep), sort_keys=False), end="")
+
+
+def _resolved(sweep: SweepSpec) -> dict[str, Any]:
+    """The sweep as validated: the base job by name and hash, steps and trials resolved."""
+    from deepyard.spec import spec_hash
+
+    dumped = sweep.model_dump(mode="json", exclude={"job"})
+    dumped["space"] = {
+        path: {"type": param["type"], **param} for path, param in dumped["space"].items()
+    }
+    if "max_steps" in dumped["scheduler"]:
+        dumped["scheduler"]["max_steps"] = sweep.max_steps
+    trials = {"grid_points": sweep.grid_size, "samples": sweep.num_samples}
+    return {
+        "name": dumped.pop("name"),
+        "job": {"name": sweep.job.name, "hash": spec_hash(sweep.job)},
+        **dumped,
+        "trials": {**trials, "total": sweep.num_trials},
+    }
+
+
+def _trials_line(sweep: SweepSpec) -> str:
+    grid = (
+        f" (grid of {sweep.grid_size} x {sweep.num_samples} samples)" if sweep.grid_size > 1 else ""
+    )
+    at_once = sweep.budget.max_concurrent
+    parallel = f", up to {at_once} at once" if at_once else ""
+    return (
+        f"{sweep.num_trials} trials{grid} of job {sweep.job.name}{parallel}; "
+        f"{sweep.algorithm} search, {sweep.scheduler.name} scheduler, "
+        f"{sweep.mode} {sweep.metric}"
+    )
+
+
+def _space_table(sweep: SweepSpec) -> Table:
+    from deepyard.spec.sweep import ChoiceParam, GridParam, RandIntParam
+
+    table = Table("parameter", "type", "range or values", "now", title="search space")
+    for path, param in sweep.space.items():
+        if isinstance(param, ChoiceParam | GridParam):
+            shown = ", ".join(repr(v) for v in param.values)
+        elif isinstance(param, RandIntParam):
+            shown = f"{param.low} .. {param.high - 1} (high {param.high} exclusive)"
+        else:
+            shown = f"{param.low:g} .. {param.high:g}"
+        table.add_row(path, param.type, escape(shown), escape(_current(sweep.job, path)))
+    return table
+
+
+def _current(job: JobSpec, path: str) -> str:
+    """The base job's value at a dotted path (what the sweep replaces)."""
+    node: Any = job.model_dump(mode="json")
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return "(default)"
+        node = node[part]
+    return repr(node)
