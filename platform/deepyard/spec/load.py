@@ -73,18 +73,27 @@ def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
 
 
-def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], yaml.Node | None]:
+def read_yaml(
+    text: str, source: str, error: type[SpecError] = SpecError
+) -> tuple[Any, yaml.Node | None]:
+    """The parsed document and its node tree (for line numbers); a syntax error is `error`
+    naming the line and column."""
     try:
         root = yaml.compose(text, Loader=_Loader)
         raw = _yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise SpecError(
+        raise error(
             f"{where}: YAML syntax error: {exc.problem or exc}; check indentation and quoting"
         ) from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"{source}: YAML syntax error: {exc}") from None
+        raise error(f"{source}: YAML syntax error: {exc}") from None
+    return raw, root
+
+
+def _parse_yaml(text: str, source: str) -> tuple[dict[str, Any], yaml.Node | None]:
+    raw, root = read_yaml(text, source)
     if raw is None:
         raise SpecError(
             f"{source}: the file is empty; a job spec needs at least name, model, data and "

@@ -26,12 +26,11 @@ from deepyard.spec.job import JobSpec
 from deepyard.spec.load import (
     _fix_for,
     _line_of,
-    _Loader,
     _parse_yaml,
     _short,
     _where,
-    _yaml,
     apply_overrides,
+    read_yaml,
 )
 from deepyard.spec.sweep import (
     PARAM_TYPES,
@@ -242,17 +241,7 @@ def _field_help(model: type[BaseModel], loc: Loc) -> str:
 
 
 def _parse(text: str, source: str) -> tuple[dict[str, Any], yaml.Node | None]:
-    try:
-        root = yaml.compose(text, Loader=_Loader)
-        raw = _yaml(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise SweepSpecError(
-            f"{where}: YAML syntax error: {exc.problem or exc}; check indentation and quoting"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise SweepSpecError(f"{source}: YAML syntax error: {exc}") from None
+    raw, root = read_yaml(text, source, SweepSpecError)
     if not isinstance(raw, dict):
         raise SweepSpecError(
             f"{source}: a sweep spec is a mapping of keys (name, job, space, metric, ...), "
