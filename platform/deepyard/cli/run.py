@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,6 @@ def run(
         restart,
         recorder.run_dir,
     )
-    # Kubernetes preempts with SIGTERM and a grace period: checkpoint, then exit. (The
-    # runner installs it again once ray.init has put its own in place.)
-    previous = signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
     try:
         worker_summary = runner.run(address)
     except KeyboardInterrupt:
@@ -54,8 +50,6 @@ def run(
             exc.args = (f"{exc}\n  full worker traceback: {recorder.run_dir / 'error.txt'}",)
         session.finish(runner.attempts.summary(), "failed", str(exc))
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     preempted = worker_summary.get("outcome") == "preempted"
     summary = session.finish(worker_summary, "preempted" if preempted else "succeeded")
     out = Console(file=sys.stderr if as_json else sys.stdout)

@@ -79,6 +79,9 @@ class JobRunner:
         self.group: WorkerGroup | None = None
         self.stop_requested = False
 
+    def _sigterm(self, signum: int, frame: Any) -> None:
+        self.request_stop()
+
     def request_stop(self) -> None:
         """Preemption (SIGTERM): checkpoint at the next step boundary and return."""
         self.stop_requested = True
@@ -86,13 +89,18 @@ class JobRunner:
             self.group.request_stop()
 
     def run(self, address: str | None = None) -> dict[str, Any]:
-        """Rank 0's summary plus the attempts record. Raises DeepyardError on failure."""
-        started = connect(self.spec, address)
-        # ray.init installs its own SIGTERM handler: ours goes on top, after it.
-        previous = _on_sigterm(lambda *_: self.request_stop())
-        self.on_event({"type": "phase", "name": "ray_ready", "t": time.time()})
-        policy = FailurePolicy(self.spec.failure.max_restarts)
+        """Rank 0's summary plus the attempts record. Raises DeepyardError on failure.
+
+        Kubernetes preempts with SIGTERM and a grace period: on SIGTERM the job checkpoints
+        at the next step boundary and returns with outcome "preempted".
+        """
+        original = _on_sigterm(self._sigterm)  # ray.init takes seconds: cover it too
+        started = False
         try:
+            started = connect(self.spec, address)
+            _on_sigterm(self._sigterm)  # ray.init installed its own handler over ours
+            self.on_event({"type": "phase", "name": "ray_ready", "t": time.time()})
+            policy = FailurePolicy(self.spec.failure.max_restarts)
             lineage = open_lineage(self.spec, self.restart)
             while True:
                 try:
@@ -118,7 +126,7 @@ class JobRunner:
                         f"{policy.max_restarts + 1}) from the newest checkpoint"
                     )
         finally:
-            _on_sigterm(previous)
+            _on_sigterm(original)
             if started:
                 ray.shutdown()
 
