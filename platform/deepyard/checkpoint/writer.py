@@ -75,9 +75,8 @@ class Checkpointer:
     def attach(self, engine: Any) -> None:
         engine.checkpoint_engine = self.snapshots
 
-    def save(self, engine: Any, step: int, meta: dict[str, Any], cursor: dict[str, Any]) -> float:
-        """Snapshot now, write in the background; returns the seconds training was blocked."""
-        started = time.perf_counter()
+    def save(self, engine: Any, step: int, meta: dict[str, Any], cursor: dict[str, Any]) -> None:
+        """Snapshot now, write in the background."""
         self.wait()  # a second save waits for the first
         tag = step_dir(step)
         if self.rank == 0:  # a crashed attempt may have left a half-written save here
@@ -90,8 +89,6 @@ class Checkpointer:
         record = {"rank": self.rank, "nonce": self.nonce, "cursor": cursor, "rng": rng.capture()}
         files = self.snapshots.take()
         self._pending = self._executor.submit(self._write, tag, files, record, meta)
-        blocked = time.perf_counter() - started
-        return blocked
 
     def wait(self) -> None:
         """Block until the save in flight is written; raise its error here if it failed."""
