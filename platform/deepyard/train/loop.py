@@ -112,39 +112,37 @@ def train(
         faults.before(step)
         started, waited = time.perf_counter(), batches.wait_s
         result = train_step(parts.engine, batches, accumulation, parts.device, parts.dtype)
-        loss, tokens = result.loss, result.tokens
         step_times.append(time.perf_counter() - started)
-        losses.append(loss)
+        losses.append(result.loss)
+        timing = {
+            "step": step,
+            "step_time_s": step_times[-1],
+            "forward_s": result.forward_s,
+            "data_wait_s": batches.wait_s - waited,
+            **(
+                device_stats(parts.device)
+                if (step - 1) % spec.training.log_every_steps == 0
+                else {}
+            ),
+        }
         if lead:
             say(
                 {
                     "type": "step",
-                    "step": step,
+                    **timing,
                     "epoch": batches.epoch,
-                    "loss": loss,
+                    "loss": result.loss,
                     "lr": parts.engine.get_lr()[0],
                     "grad_norm": _grad_norm(parts.engine),
-                    "step_time_s": step_times[-1],
-                    "forward_s": result.forward_s,
-                    "data_wait_s": batches.wait_s - waited,
                     "samples_per_s": spec.global_batch_size / step_times[-1],
-                    "tokens_per_s": tokens * ctx.world_size / step_times[-1] if tokens else None,
+                    "tokens_per_s": (
+                        result.tokens * ctx.world_size / step_times[-1] if result.tokens else None
+                    ),
                     "t": time.time(),
-                    **_every(spec.training.log_every_steps, step, device_stats, parts.device),
                 }
             )
-        else:  # for per-rank step times (stragglers); Ray drains every rank
-            emit(
-                {
-                    "type": "rank_step",
-                    "rank": ctx.rank,
-                    "step": step,
-                    "step_time_s": step_times[-1],
-                    "forward_s": result.forward_s,
-                    "data_wait_s": batches.wait_s - waited,
-                    **_every(spec.training.log_every_steps, step, device_stats, parts.device),
-                }
-            )
+        else:  # per-rank step times (stragglers): Ray drains every rank
+            emit({"type": "rank_step", "rank": ctx.rank, **timing})
         if _due(spec.training.eval_every_steps, step, parts.total_steps):
             score(spec, parts, ctx, step, say)
         decision = control.after_step()
@@ -301,12 +299,6 @@ def _total_steps(spec: JobSpec, batches: engines.Loader) -> int:
         )
     assert spec.training.epochs is not None
     return spec.training.epochs * per_epoch
-
-
-def _every(
-    every: int, step: int, read: Callable[[torch.device], dict[str, float]], device: torch.device
-) -> dict[str, float]:
-    return read(device) if step % every == 1 or every == 1 else {}
 
 
 def _grad_norm(engine: Any) -> float | None:
