@@ -15,7 +15,6 @@ Point Prometheus at the directory:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -75,7 +74,6 @@ class MetricsExporter:
         self.flops_per_sample = 0.0
         self.peak_flops: float | None = None
         self.productive_s: dict[int, float] = {}  # step -> time of its newest run
-        self.rank_labels: set[tuple[str, ...]] = set()  # label values of per-rank series
         self.children: dict[tuple[str, tuple[str, ...]], Any] = {}
         self.settled_s = 0.0  # productive time of steps no restart can redo (checkpointed)
         self.server: Any = None
@@ -150,9 +148,7 @@ class MetricsExporter:
             handler(event)
 
     def _rank(self, rank: int) -> dict[str, str]:
-        labels = {**self.job, "attempt": str(self.attempt), "rank": str(rank)}
-        self.rank_labels.add(tuple(labels[name] for name in RANK))
-        return labels
+        return {**self.job, "attempt": str(self.attempt), "rank": str(rank)}
 
     def _child(self, name: str, labels: dict[str, str]) -> Any:
         """The labelled series, bound once: `labels()` validates on every call, which was
@@ -165,16 +161,17 @@ class MetricsExporter:
         return child
 
     def _forget_attempts_before(self, attempt: int) -> None:
-        """A new attempt: earlier attempts' per-rank gauges would show stale values."""
-        stale = {values for values in self.rank_labels if values[2] != str(attempt)}
-        for name, gauge in self.gauges.items():
-            if BY_NAME[name].labels != RANK:
-                continue
-            for values in stale:
-                with contextlib.suppress(KeyError):  # never set in that attempt
-                    gauge.remove(*values)
-        self.rank_labels -= stale
-        self.children = {k: v for k, v in self.children.items() if k[1] not in stale}
+        """A new attempt: earlier attempts' per-rank gauges would show stale values (their
+        counters and histograms stay, for rate()). Every per-rank series is bound through
+        `_child`, so the bound ones are all there are."""
+        for name, values in [
+            key
+            for key in self.children
+            if BY_NAME[key[0]].labels == RANK and key[1][2] != str(attempt)
+        ]:
+            if name in self.gauges:
+                self.gauges[name].remove(*values)
+            del self.children[(name, values)]
 
     def _on_phase(self, event: dict[str, Any]) -> None:
         if event["name"] == "resources_reserved" and event.get("attempt", 1) == 1:
