@@ -126,10 +126,10 @@ def export(
             ckpt = catalog.newest_valid(store, chosen, warn)
         else:
             ckpt = next((c for c in catalog.checkpoints(store, chosen) if c.step == step), None)
-            if ckpt is not None and problems(store, ckpt.prefix, ckpt.manifest):
+            bad = problems(store, ckpt.prefix, ckpt.manifest) if ckpt is not None else []
+            if bad:
                 raise CheckpointError(
-                    f"checkpoint step {step} of {chosen} fails verification: "
-                    f"{problems(store, ckpt.prefix, ckpt.manifest)[0]}"
+                    f"checkpoint step {step} of {chosen} fails verification: {bad[0]}"
                 )
         if ckpt is None:
             raise CheckpointError(
