@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
+from deepyard.spec.base import SpecModel as _Spec
 from deepyard.spec.recovery import CheckpointSpec, FailureSpec, FaultSpec
 from deepyard.spec.telemetry import TelemetrySpec
 
 NOT_YET = "is not yet supported by this deepyard version"
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class ModelSpec(_Spec):

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+from deepyard.spec.base import SpecModel as _Spec
 
 EVAL_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "loss")
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class KeepBestSpec(_Spec):
@@ -38,9 +36,7 @@ class KeepBestSpec(_Spec):
 class CheckpointSpec(_Spec):
     """Where and how often to checkpoint. Off unless every_steps or every_minutes is set."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
-    )
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)  # `async`
 
     uri: str | None = Field(
         default=None,

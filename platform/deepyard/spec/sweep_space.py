@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     model_validator,
 )
 
+from deepyard.spec.base import SpecModel as _Spec
 from deepyard.spec.job import JobSpec
 
 Loc = tuple[str | int, ...]
@@ -53,10 +52,6 @@ class Problems(ValueError):
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
         super().__init__("; ".join(p.render(lambda loc: "") for p in problems))
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class _Range(_Spec):

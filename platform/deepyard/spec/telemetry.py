@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+from pydantic import Field, PositiveFloat
+
+from deepyard.spec.base import SpecModel
 
 
-class TelemetrySpec(BaseModel):
+class TelemetrySpec(SpecModel):
     """Where the job serves /metrics while it runs (the driver of `deepyard run`, or rank 0
     under torchrun), and the file-based service discovery that points Prometheus at it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     metrics: bool = Field(default=True, description="Serve Prometheus metrics while running.")
     address: str = Field(
