@@ -111,7 +111,13 @@ def torchrun(
     out: Path, *overrides: str, workers: int = 2, restart: bool = False, timeout: int = 300
 ) -> Run:
     """`torchrun -m deepyard.train` with the digits example, runs and checkpoints under `out`."""
-    command = [
+    return execute(torchrun_command(out, *overrides, workers=workers, restart=restart), timeout)
+
+
+def torchrun_command(
+    out: Path, *overrides: str, workers: int = 2, restart: bool = False
+) -> list[str]:
+    return [
         TORCHRUN,
         "--nproc-per-node",
         str(workers),
@@ -127,7 +133,6 @@ def torchrun(
         *(["--restart"] if restart else []),
         *_sets([f"output_dir={out}", f"resources.num_workers={workers}", *overrides]),
     ]
-    return execute(command, timeout)
 
 
 def deepyard_run(out: Path, *overrides: str, restart: bool = False, timeout: int = 400) -> Run:
@@ -506,19 +511,7 @@ def test_full_checkpoint_disk_fails_the_job_naming_the_file(tmp_path: Path) -> N
         "-c",
         script,
         str(disk),
-        TORCHRUN,
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(free_port()),
-        "-m",
-        "deepyard.train",
-        "--spec",
-        str(SPEC),
-        "--json",
-        *_sets([f"output_dir={tmp_path}", *job(2), f"checkpoint.uri={disk}"]),
+        *torchrun_command(tmp_path, *job(2), f"checkpoint.uri={disk}"),
     ]
     done = execute(command, timeout=300)
 
