@@ -45,6 +45,92 @@ def validate(
     print(yaml.safe_dump(_resolved(sweep), sort_keys=False), end="")
 
 
+@app.command("run")
+def run(
+    file: Path = typer.Argument(..., help="Sweep spec YAML file."),
+    overrides: list[str] = SetOption,
+    address: str | None = typer.Option(
+        None, "--address", help="Join a running Ray cluster instead of starting one."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the sweep summary as JSON."),
+) -> None:
+    """Run a sweep on Ray Tune with a live table of trials; the best trial's job spec is
+    written as best.yaml. Rerunning the same command resumes a sweep whose driver stopped."""
+    _run(file, overrides, address, as_json, resume_only=False)
+
+
+@app.command("resume")
+def resume(
+    file: Path = typer.Argument(..., help="The sweep's spec YAML file (as it was run)."),
+    overrides: list[str] = SetOption,
+    address: str | None = typer.Option(None, "--address", help="Join a running Ray cluster."),
+    as_json: bool = typer.Option(False, "--json", help="Print the sweep summary as JSON."),
+) -> None:
+    """Finish a sweep whose driver stopped: finished trials are kept, unfinished ones
+    resume from their checkpoints, and the searcher continues where it was."""
+    _run(file, overrides, address, as_json, resume_only=True)
+
+
+@app.command("status")
+def status(
+    target: Path = typer.Argument(..., help="A sweep spec YAML file, or its sweep directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print status.json as it is."),
+) -> None:
+    """Show a sweep's trials, best result and spend, from another shell."""
+    import json
+
+    from deepyard.sweep.status import read_status, stale_note, table
+
+    with user_errors():
+        directory = _sweep_directory(target)
+        current = read_status(directory)
+        if current is None:
+            from deepyard.errors import SpecError
+
+            raise SpecError(f"no sweep status at {directory}; has the sweep started?", "sweep")
+    if as_json:
+        print(json.dumps(current, indent=1))
+        return
+    Console().print(table(current))
+    note = stale_note(current)
+    if note:
+        err_console.print(f"[yellow]note:[/] {escape(note)}")
+
+
+def _run(
+    file: Path, overrides: list[str], address: str | None, as_json: bool, resume_only: bool
+) -> None:
+    import json
+
+    from deepyard.spec.sweep_load import load_sweep
+    from deepyard.sweep.runner import SweepRunner
+
+    with user_errors():
+        sweep = load_sweep(file, overrides)
+        err_console.print(f"sweep {escape(sweep.name)}: {escape(_trials_line(sweep))}")
+        summary = SweepRunner(sweep, err_console, address).run(resume_only)
+    best = summary["best"]
+    if best is not None:
+        metric = summary["metric"]
+        err_console.print(
+            f"[green]best[/]: trial {best['id']} {metric} {best[metric]:.4f} "
+            f"({escape(str(best['config']))}); job spec: {escape(summary['best_spec'])}"
+        )
+    if summary["exhausted"]:
+        err_console.print(f"[yellow]budget[/]: {escape(summary['exhausted'])}")
+    if as_json:
+        print(json.dumps(summary, default=str))
+
+
+def _sweep_directory(target: Path) -> Path:
+    if target.is_dir():
+        return target
+    from deepyard.spec.sweep_load import load_sweep
+    from deepyard.sweep.runner import sweep_dir
+
+    return sweep_dir(load_sweep(target))
+
+
 def _resolved(sweep: SweepSpec) -> dict[str, Any]:
     """The sweep as validated: the base job by name and hash, steps and trials resolved."""
     from deepyard.spec import spec_hash

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.util.placement_group import PlacementGroup
 
 from deepyard.errors import DeepyardError
 from deepyard.launch.attempts import (
@@ -71,9 +72,10 @@ class JobRunner:
         run_id: str,
         restart: bool = False,
         log_dir: Path | None = None,
+        placement: PlacementGroup | None = None,
     ) -> None:
         self.spec, self.sources, self.run_id, self.restart = spec, sources, run_id, restart
-        self.log_dir = log_dir
+        self.log_dir, self.placement = log_dir, placement
         self.on_event, self.wait_note = on_event, wait_note
         self.attempts = Attempts()
         self.group: WorkerGroup | None = None
@@ -134,7 +136,7 @@ class JobRunner:
         plan = plan_attempt(
             self.spec, self.attempts.attempt, lineage, self.run_id, self.wait_note, os.getpid()
         )
-        self.group = WorkerGroup(self.spec, self._observe, self.wait_note)
+        self.group = WorkerGroup(self.spec, self._observe, self.wait_note, self.placement)
         self.group.stop_requested = self.stop_requested
         try:
             self.group.start()

@@ -90,10 +90,19 @@ def bundles(spec: JobSpec) -> list[dict[str, float]]:
 class WorkerGroup:
     """Start, run and stop the job's workers; `stop()` is safe to call at any time."""
 
-    def __init__(self, spec: JobSpec, on_event: OnEvent, wait_note: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        spec: JobSpec,
+        on_event: OnEvent,
+        wait_note: Callable[[str], None],
+        placement: PlacementGroup | None = None,
+    ) -> None:
+        """`placement`: a placement group reserved for the job already (a sweep trial's,
+        one bundle per rank); by default the group reserves and releases its own."""
         self.spec = spec
         self.on_event = on_event
         self.wait_note = wait_note
+        self.placement = placement
         self.pg: PlacementGroup | None = None
         self.actors: list[Any] = []
         self.pids: list[int] = []
@@ -101,7 +110,7 @@ class WorkerGroup:
         self.hang_report = ""  # every rank's stacks, when the attempt hung
 
     def start(self) -> None:
-        self.pg = placement_group(bundles(self.spec), strategy="PACK")
+        self.pg = self.placement or placement_group(bundles(self.spec), strategy="PACK")
         self._wait_for_placement()
         self.on_event({"type": "phase", "name": "resources_reserved", "t": time.time()})
         res = self.spec.resources
@@ -242,9 +251,9 @@ class WorkerGroup:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
         self.actors = []
-        if self.pg is not None:
+        if self.pg is not None and self.placement is None:
             remove_placement_group(self.pg)
-            self.pg = None
+        self.pg = None
 
 
 class _Progress:

@@ -27,7 +27,6 @@ from deepyard.spec.sweep import (
 
 if TYPE_CHECKING:
     from ray.tune.schedulers import TrialScheduler
-    from ray.tune.search import SearchAlgorithm, Searcher
 
 TIME_ATTR = "step"
 
@@ -62,18 +61,6 @@ def trial_spec(base_job: JobSpec, config: Mapping[str, Any]) -> JobSpec:
     shown = ", ".join(f"{path}={value!r}" for path, value in config.items())
     text, _ = param_problem(failure, "")
     raise SpecError(f"space values {shown} together: {text}", "trial config")
-
-
-def search_alg(spec: SweepSpec) -> Searcher | SearchAlgorithm:
-    """random and grid: Tune's own variant generator (grid params are enumerated, the
-    rest sampled); tpe: Optuna's TPE sampler, seeded."""
-    if spec.algorithm == "tpe":
-        from ray.tune.search.optuna import OptunaSearch
-
-        return OptunaSearch(seed=spec.seed)
-    from ray.tune.search import BasicVariantGenerator
-
-    return BasicVariantGenerator(random_state=spec.seed)
 
 
 def trial_scheduler(spec: SweepSpec) -> TrialScheduler:

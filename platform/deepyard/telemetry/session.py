@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from rich.console import Console
 
 from deepyard import spec as specs
 from deepyard.telemetry.exporter import MetricsExporter
@@ -59,14 +60,16 @@ class RunSession:
         return summary
 
 
-def open_run(spec: specs.JobSpec, started_at: float) -> RunSession:
-    """A new run directory under output_dir/name/, holding the resolved spec, and its display."""
+def open_run(spec: specs.JobSpec, started_at: float, console: Console | None = None) -> RunSession:
+    """A new run directory under output_dir/name/, holding the resolved spec, and its display
+    (on stderr, or on `console`)."""
     run_id = new_run_id()
     recorder = RunRecorder(
         Path(spec.output_dir) / spec.name / run_id, spec.name, run_id, started_at
     )
     recorder.write_spec(spec.model_dump(mode="json"), specs.spec_hash(spec))
-    session = RunSession(recorder, ProgressDisplay(spec.name, spec.training.log_every_steps))
+    display = ProgressDisplay(spec.name, spec.training.log_every_steps, console)
+    session = RunSession(recorder, display)
     if spec.telemetry.metrics:
         session.exporter = MetricsExporter(spec, run_id, started_at, specs.spec_hash(spec))
         address = session.exporter.start()

@@ -16,7 +16,7 @@ from deepyard.cli.main import app
 from deepyard.errors import SpecError
 from deepyard.spec.sweep import SweepSpec
 from deepyard.spec.sweep_load import load_sweep, load_sweep_text
-from deepyard.sweep import search_alg, to_tune, trial_scheduler, trial_spec
+from deepyard.sweep import build_searcher, to_tune, trial_scheduler, trial_spec
 
 REPO = Path(__file__).parents[3]
 EXAMPLE = REPO / "jobs" / "sweeps" / "digits_sweep.yaml"
@@ -349,19 +349,19 @@ def test_trial_spec_rejects_a_bad_value_naming_the_parameter(job_dir: Path) -> N
 
 def test_search_algorithm_and_scheduler(job_dir: Path) -> None:
     from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
-    from ray.tune.search import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
+    from deepyard.sweep.search import SpaceSampler
+
     sweep = sweep_of(job_dir, SWEEP + "algorithm: tpe\nseed: 7\n")
-    searcher = search_alg(sweep)
+    searcher = build_searcher(sweep)
     assert isinstance(searcher, OptunaSearch)
-    searcher.set_search_properties("accuracy", "max", to_tune(sweep.space))
     config = searcher.suggest("trial-1")
     assert config is not None and 1e-4 <= config["optimizer.lr"] <= 1e-2
     trial_spec(sweep.job, config)  # a suggestion is a valid trial
 
     asha = sweep_of(job_dir, SWEEP + "scheduler: {name: asha, grace_period_steps: 2}\n")
-    assert isinstance(search_alg(asha), BasicVariantGenerator)
+    assert isinstance(build_searcher(asha), SpaceSampler)
     scheduler = trial_scheduler(asha)
     assert isinstance(scheduler, ASHAScheduler)
     assert (scheduler._time_attr, scheduler._max_t, scheduler._reduction_factor) == ("step", 5, 3)

@@ -1,0 +1,230 @@
+"""Run a sweep to its end on Ray Tune, from scratch or from where its driver stopped.
+
+The sweep dir (`<output_dir>/<name>/`) holds everything needed to resume:
+
+    sweep.yaml      the resolved sweep spec; sweep.json its hash (a resume must match)
+    journal.jsonl   every suggestion and final result, in order (journal.py)
+    tune/           Ray Tune's experiment state (trial list, snapshots every second)
+    trials/<id>/    each trial's job: run records, checkpoints, usage.json
+    status.json     the live table (`deepyard sweep status`)
+    best.yaml       the best trial's job spec, ready for `deepyard run`
+    summary.json    how the sweep ended
+
+Running the same sweep again resumes it: finished trials stay finished, unfinished ones
+resume from their own checkpoints, and the searcher replays its journal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from deepyard.errors import DeepyardError, SpecError
+from deepyard.spec.sweep import SweepSpec
+from deepyard.sweep.budget import BudgetDecision, BudgetPolicy, BudgetStopper, Ledger
+from deepyard.sweep.journal import JournaledSearcher, set_gate
+from deepyard.sweep.monitor import SweepMonitor
+from deepyard.sweep.search import build_searcher
+from deepyard.sweep.space import trial_scheduler, trial_spec
+from deepyard.sweep.trial import EXHAUSTED_FILE, TrialSetup, run_trial, trial_resources
+
+JOURNAL = "journal.jsonl"
+TUNE_DIR = "tune"
+# Tune snapshots its trial list this often (s); the journal covers the gap (journal.py).
+SNAPSHOT_PERIOD_S = "1"
+
+
+def sweep_dir(sweep: SweepSpec) -> Path:
+    return Path(sweep.output_dir) / sweep.name
+
+
+def sweep_hash(sweep: SweepSpec) -> str:
+    """What a resume must match: everything but the budget, which a resume may raise."""
+    import hashlib
+
+    text = json.dumps(sweep.model_dump(mode="json", exclude={"budget"}), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class SweepRunner:
+    def __init__(self, sweep: SweepSpec, console: Console, address: str | None = None) -> None:
+        self.sweep, self.console, self.address = sweep, console, address
+        self.dir = sweep_dir(sweep).resolve()
+
+    def run(self, resume_only: bool = False) -> dict[str, Any]:
+        """Run (or resume) the sweep; returns summary.json's content."""
+        resuming = self._claim_dir(resume_only)
+        started = self._connect()
+        try:
+            self._check_fits()
+            return self._tune(resuming)
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+
+    def _claim_dir(self, resume_only: bool) -> bool:
+        """Whether this is a resume; a sweep dir made by a different spec is refused."""
+        meta_path = self.dir / "sweep.json"
+        ours = sweep_hash(self.sweep)
+        if meta_path.exists():
+            theirs = json.loads(meta_path.read_text())["hash"]
+            if theirs != ours:
+                raise SpecError(
+                    f"{self.dir} holds sweep {self.sweep.name} started from a different "
+                    f"spec (hash {theirs}, this one {ours}); resume it with the spec it "
+                    f"started with (its copy: {self.dir / 'sweep.yaml'}), or give this one "
+                    "a new name: --set name=...",
+                    "sweep",
+                )
+            return True
+        if resume_only:
+            raise SpecError(
+                f"no sweep to resume at {self.dir}; start it with `deepyard sweep run`",
+                "sweep",
+            )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "sweep.yaml").write_text(
+            yaml.safe_dump(self.sweep.model_dump(mode="json", exclude_unset=True), sort_keys=False)
+        )
+        meta_path.write_text(json.dumps({"hash": ours, "created": time.time()}))
+        return False
+
+    def _connect(self) -> bool:
+        import ray
+
+        if ray.is_initialized():
+            return False
+        if self.address:
+            ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
+            return False
+        res = self.sweep.job.resources
+        ray.init(
+            num_cpus=max(os.cpu_count() or 1, res.num_workers * res.cpus_per_worker),
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",  # secure by default: loopback only
+            logging_level=logging.WARNING,
+            log_to_driver=False,  # trials log to trials/<id>/trial.log, not over the table
+        )
+        return True
+
+    def _check_fits(self) -> None:
+        import ray
+
+        res = self.sweep.job.resources
+        have = ray.cluster_resources()
+        need = {"CPU": res.num_workers * res.cpus_per_worker}
+        if res.gpus_per_worker:
+            need["GPU"] = res.num_workers * res.gpus_per_worker
+        short = {k: v for k, v in need.items() if have.get(k, 0) < v}
+        if short:
+            shown = ", ".join(
+                f"{v:g} {k} (cluster has {have.get(k, 0):g})" for k, v in short.items()
+            )
+            raise SpecError(
+                f"job.resources: one trial needs {shown}, so no trial could ever start; "
+                "lower job.resources.num_workers or cpus_per_worker, or use a bigger cluster",
+                "sweep",
+            )
+
+    def _tune(self, resuming: bool) -> dict[str, Any]:
+        from ray import tune
+
+        logging.getLogger("ray.tune").setLevel(logging.WARNING)
+        os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", SNAPSHOT_PERIOD_S)
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our table instead of Tune's
+        # A trial queued when the budget ran out ends without a result (trial.py).
+        os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+        sweep = self.sweep
+        journal = self.dir / JOURNAL
+        fresh = not (self.dir / TUNE_DIR).exists()
+        if fresh and journal.exists():  # died before Tune's first snapshot: nothing to resume
+            journal.rename(journal.with_suffix(f".abandoned-{int(time.time())}"))
+        exhausted = self.dir / EXHAUSTED_FILE
+        exhausted.unlink(missing_ok=True)  # the budget is decided afresh (it may have grown)
+
+        def mark_exhausted(decision: BudgetDecision) -> None:
+            exhausted.write_text(json.dumps({"reason": decision.reason}))
+
+        ledger = Ledger(BudgetPolicy(sweep.budget), mark_exhausted)
+        set_gate(journal, ledger.may_start)
+        scheduler = trial_scheduler(sweep)
+        monitor = SweepMonitor(sweep, self.dir, ledger, scheduler, self.console)
+        setup = TrialSetup(sweep, self.dir)
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, setup=setup), trial_resources(setup)
+        )
+        if resuming and not fresh:
+            self.console.print(f"resuming sweep {sweep.name} from {self.dir}")
+        analysis = tune.run(
+            trainable,
+            name=TUNE_DIR,
+            storage_path=str(self.dir),
+            search_alg=JournaledSearcher(build_searcher(sweep), journal),
+            scheduler=scheduler,
+            num_samples=sweep.num_trials,
+            max_concurrent_trials=sweep.budget.max_concurrent,
+            metric=sweep.metric,
+            mode=sweep.mode,
+            stop=BudgetStopper(ledger),
+            callbacks=[monitor],
+            resume="AUTO" if resuming else None,
+            raise_on_failed_trial=False,
+            verbose=0,
+        )
+        final = monitor.refresh(analysis.trials, state="finished")
+        return self._finish(final)
+
+    def _finish(self, status: dict[str, Any]) -> dict[str, Any]:
+        best = status["best"]
+        summary = {
+            "sweep": self.sweep.name,
+            "dir": str(self.dir),
+            "metric": self.sweep.metric,
+            "mode": self.sweep.mode,
+            "trials": len(status["trials"]),
+            "by_state": _count_states(status["trials"]),
+            "worker_hours": round(status["worker_hours"], 5),
+            "elapsed_s": round(status["elapsed_s"], 1),
+            "exhausted": status["exhausted"],
+            "best": best,
+        }
+        if best is None:
+            summary["best_spec"] = None
+        else:
+            spec = trial_spec(self.sweep.job, best["config"])
+            path = self.dir / "best.yaml"
+            header = (
+                f"# best trial {best['id']} of sweep {self.sweep.name}: "
+                f"{self.sweep.metric} {best[self.sweep.metric]:.4f} at step {best['step']}\n"
+            )
+            path.write_text(
+                header
+                + yaml.safe_dump(
+                    spec.model_dump(mode="json", exclude_unset=True, by_alias=True),
+                    sort_keys=False,
+                )
+            )
+            summary["best_spec"] = str(path)
+        (self.dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        if best is None and status["trials"]:
+            raise DeepyardError(
+                f"sweep {self.sweep.name}: no trial reported {self.sweep.metric}; see each "
+                f"trial's log under {self.dir / 'trials'}"
+            )
+        return summary
+
+
+def _count_states(rows: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    return counts
