@@ -54,8 +54,17 @@ def sweep_hash(sweep: SweepSpec) -> str:
 
 
 class SweepRunner:
-    def __init__(self, sweep: SweepSpec, console: Console, address: str | None = None) -> None:
+    def __init__(
+        self,
+        sweep: SweepSpec,
+        console: Console,
+        address: str | None = None,
+        trainable: Any = None,
+    ) -> None:
+        """`trainable`: a Tune trainable to run instead of the job (bench/sweep.py times the
+        sweep machinery itself with trivial trials)."""
         self.sweep, self.console, self.address = sweep, console, address
+        self.trainable = trainable
         self.dir = sweep_dir(sweep).resolve()
 
     def run(self, resume_only: bool = False) -> dict[str, Any]:
@@ -159,7 +168,7 @@ class SweepRunner:
         scheduler = trial_scheduler(sweep)
         monitor = SweepMonitor(sweep, self.dir, ledger, scheduler, self.console)
         setup = TrialSetup(sweep, self.dir)
-        trainable = tune.with_resources(
+        trainable = self.trainable or tune.with_resources(
             tune.with_parameters(run_trial, setup=setup), trial_resources(setup)
         )
         if resuming and not fresh:

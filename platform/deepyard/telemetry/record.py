@@ -38,6 +38,8 @@ class RunRecorder:
         self.events: list[dict[str, Any]] = []  # everything but steps, in arrival order
         self.start_info: dict[str, Any] = {}
         run_dir.mkdir(parents=True, exist_ok=True)
+        # Written as they arrive: a driver killed mid-run still leaves its events.
+        self._events_file = (run_dir / "events.jsonl").open("a", buffering=1)
 
     def write_spec(self, resolved: dict[str, Any], spec_hash: str) -> None:
         text = f"# resolved job spec, hash {spec_hash}\n" + yaml.safe_dump(
@@ -52,6 +54,8 @@ class RunRecorder:
         kind = event.get("type")
         if kind not in ("step", "rank_step", "heartbeat"):
             self.events.append(event)
+            if not self._events_file.closed:  # late events (after finish) stay in memory
+                self._events_file.write(json.dumps(event, default=float) + "\n")
         if kind == "phase" and event.get("attempt", 1) == 1:  # start-up of the first attempt
             self.phase(event["name"], event["t"])
         elif kind == "start":
@@ -116,5 +120,4 @@ class RunRecorder:
         pq.write_table(pa.table(columns), self.run_dir / "history.parquet")
         if self.evals:
             (self.run_dir / "evals.json").write_text(json.dumps(self.evals, indent=2) + "\n")
-        lines = (json.dumps(e, default=float) + "\n" for e in self.events)
-        (self.run_dir / "events.jsonl").write_text("".join(lines))
+        self._events_file.close()

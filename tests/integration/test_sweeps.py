@@ -1,0 +1,215 @@
+"""Sweeps end to end, as a user runs them: `deepyard sweep run` in a subprocess with its own
+embedded Ray, real 2-worker DeepSpeed trials on digits, real Ray Tune and Optuna.
+
+- ASHA stops weak trials early; the best spec it writes reproduces its metric under
+  `deepyard run`.
+- The driver, SIGKILLed mid-sweep, is rerun: finished trials are not rerun, the running
+  one resumes from its checkpoint, and the searcher's next suggestion is the one a
+  searcher replaying the same history makes.
+- A worker-hours budget stops the sweep from starting trials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from textwrap import dedent
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "jobs" / "examples"
+
+
+def write_sweep(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "sweep.yaml"
+    head = f"""\
+        job: {EXAMPLES / "digits_cnn.yaml"}
+        output_dir: {tmp_path / "runs"}
+        metric: accuracy
+    """
+    path.write_text(dedent(head) + dedent(body))
+    return path
+
+
+def sweep(*args: str, timeout: int = 500) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["deepyard", "sweep", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def summary_of(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_asha_stops_weak_trials_and_the_best_spec_reproduces(tmp_path: Path) -> None:
+    spec = write_sweep(
+        tmp_path,
+        """\
+        name: asha
+        job_overrides:
+          training.epochs: null
+          training.max_steps: 90
+          training.eval_every_steps: 15
+        space:
+          optimizer.lr: {type: loguniform, low: 1.0e-5, high: 3.0e-2}
+          model.args.width: {type: choice, values: [8, 16]}
+          model.args.dropout: {type: uniform, low: 0.0, high: 0.3}
+        scheduler: {name: asha, grace_period_steps: 15, reduction_factor: 2}
+        seed: 1
+        budget: {max_trials: 5, max_concurrent: 1}
+        """,
+    )
+    summary = summary_of(sweep("run", str(spec), "--json"))
+    states = summary["by_state"]
+    assert states.get("stopped early", 0) >= 1, states
+    assert states.get("finished", 0) >= 1, states
+    assert summary["trials"] == 5 and summary["worker_hours"] > 0
+
+    status = json.loads((tmp_path / "runs" / "asha" / "status.json").read_text())
+    stopped = [r for r in status["trials"] if r["state"] == "stopped early"]
+    assert all(r["step"] < 90 for r in stopped)
+    best = summary["best"]
+    assert best["state"] == "finished" and best["step"] == 90
+    assert best["accuracy"] == max(
+        r["accuracy"] for r in status["trials"] if r["state"] == "finished"
+    )
+
+    # The best spec is a job a user runs as is: same values, same result.
+    best_spec = yaml.safe_load(Path(summary["best_spec"]).read_text())
+    assert best_spec["optimizer"]["lr"] == best["config"]["optimizer.lr"]
+    done = subprocess.run(
+        ["deepyard", "run", summary["best_spec"], "--json", "--set", f"output_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rerun = json.loads(done.stdout.strip().splitlines()[-1])
+    assert rerun["eval"]["accuracy"] == pytest.approx(best["accuracy"], abs=1e-9)
+
+
+def test_a_killed_driver_resumes_the_sweep_where_it_stopped(tmp_path: Path) -> None:
+    spec = write_sweep(
+        tmp_path,
+        """\
+        name: killed
+        job_overrides:
+          training.epochs: null
+          training.max_steps: 600
+          training.eval_every_steps: 50
+          checkpoint.every_steps: 50
+        space:
+          optimizer.lr: {type: loguniform, low: 1.0e-3, high: 1.0e-2}
+          model.args.width: {type: choice, values: [8, 16]}
+        algorithm: tpe
+        budget: {max_trials: 3, max_concurrent: 1}
+        """,
+    )
+    home = tmp_path / "runs" / "killed"
+    driver = subprocess.Popen(
+        ["deepyard", "sweep", "run", str(spec)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        second = wait_for_second_trials_checkpoint(home, driver)
+        os.kill(driver.pid, signal.SIGKILL)  # no chance to clean up or save anything
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    journal_at_kill = (home / "journal.jsonl").read_text()
+    shutil.copy(home / "journal.jsonl", tmp_path / "journal-at-kill.jsonl")
+
+    summary = summary_of(sweep("run", str(spec), "--json"))
+    assert summary["by_state"] == {"finished": 3}
+
+    records = [json.loads(line) for line in (home / "journal.jsonl").read_text().splitlines()]
+    assert (home / "journal.jsonl").read_text().startswith(journal_at_kill)
+    suggested = [r["trial"] for r in records if r["op"] == "suggest"]
+    assert len(suggested) == 3 and suggested[1] == second
+    first = suggested[0]
+    assert len(run_dirs(home, first)) == 1  # finished before the kill: not rerun
+    runs = run_dirs(home, second)
+    assert len(runs) == 2
+    resumed = [e for e in events(runs[-1]) if e["type"] == "resumed"]
+    assert resumed and 0 < resumed[0]["step"] < 600
+
+    # The third suggestion is what the searcher makes after the same history.
+    from deepyard.spec.sweep_load import load_sweep
+    from deepyard.sweep.journal import JournaledSearcher
+    from deepyard.sweep.search import build_searcher
+
+    replayed = JournaledSearcher(
+        build_searcher(load_sweep(spec)), tmp_path / "journal-at-kill.jsonl"
+    )
+    told = [r for r in records if r["op"] == "complete"]
+    replayed.replay({first, second})
+    replayed.on_trial_complete(second, told[1]["result"])
+    third = next(r for r in records if r["op"] == "suggest" and r["trial"] == suggested[2])
+    assert replayed.suggest("check") == third["config"]
+
+
+def test_a_spent_budget_starts_no_more_trials(tmp_path: Path) -> None:
+    spec = write_sweep(
+        tmp_path,
+        """\
+        name: budget
+        job_overrides:
+          training.epochs: null
+          training.max_steps: 40
+          training.eval_every_steps: 20
+        space:
+          optimizer.lr: {type: loguniform, low: 1.0e-3, high: 1.0e-2}
+        budget: {max_trials: 4, max_concurrent: 1, worker_hours: 0.001}
+        """,
+    )
+    summary = summary_of(sweep("run", str(spec), "--json"))
+    assert summary["exhausted"].startswith("worker-hours budget spent")
+    assert summary["by_state"].get("finished") == 1, summary["by_state"]
+    assert summary["best"]["state"] == "finished"
+    assert Path(summary["best_spec"]).exists()
+    assert summary["trials"] < 4 or summary["by_state"].get("not run", 0) >= 1
+
+
+def wait_for_second_trials_checkpoint(home: Path, driver: subprocess.Popen[bytes]) -> str:
+    """The second trial's id, once it has published a checkpoint and is still running."""
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        assert driver.poll() is None, "the sweep ended before it could be killed"
+        suggested = [
+            json.loads(line)["trial"]
+            for line in _lines(home / "journal.jsonl")
+            if '"suggest"' in line
+        ]
+        if len(suggested) >= 2:
+            manifests = list(
+                (home / "trials" / suggested[1]).glob("*/checkpoints/*/*/manifest.json")
+            )
+            if manifests:
+                return suggested[1]
+        time.sleep(0.2)
+    raise AssertionError("the second trial never checkpointed")
+
+
+def run_dirs(home: Path, trial: str) -> list[Path]:
+    return sorted(p.parent for p in (home / "trials" / trial).glob("*/*/spec.yaml"))
+
+
+def events(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
