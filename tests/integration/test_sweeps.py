@@ -7,6 +7,8 @@ embedded Ray, real 2-worker DeepSpeed trials on digits, real Ray Tune and Optuna
   one resumes from its checkpoint, and the searcher's next suggestion is the one a
   searcher replaying the same history makes.
 - A worker-hours budget stops the sweep from starting trials.
+- PBT: the weaker trial continues from a copy of the better one's checkpoint, with an
+  explored learning rate.
 """
 
 from __future__ import annotations
@@ -181,6 +183,54 @@ def test_a_spent_budget_starts_no_more_trials(tmp_path: Path) -> None:
     assert summary["best"]["state"] == "finished"
     assert Path(summary["best_spec"]).exists()
     assert summary["trials"] < 4 or summary["by_state"].get("not run", 0) >= 1
+
+
+def test_pbt_exploits_by_continuing_from_the_better_trials_checkpoint(tmp_path: Path) -> None:
+    spec = write_sweep(
+        tmp_path,
+        """\
+        name: pbt
+        job_overrides:
+          training.epochs: null
+          training.max_steps: 160
+          training.eval_every_steps: 20
+          checkpoint.every_steps: 20
+          resources.num_workers: 1   # two trials at once on two cores: PBT needs a population
+        space:
+          optimizer.lr: {type: loguniform, low: 1.0e-6, high: 1.0e-2}
+        scheduler: {name: pbt, perturbation_interval_steps: 40}
+        seed: 2                      # draws lr 1.1e-5 for one trial and 3.8e-3 for the other
+        budget: {max_trials: 2, max_concurrent: 2}
+        """,
+    )
+    summary = summary_of(sweep("run", str(spec), "--json"))
+    assert summary["by_state"] == {"finished": 2}
+    home = tmp_path / "runs" / "pbt"
+    [adopted] = list(home.glob("trials/*/adopted.json"))
+    donor = json.loads(adopted.read_text())["trial"]
+    weak = adopted.parent
+    assert donor != weak.name
+    # The weak trial went on from a copy of the donor's checkpoint, in its own store ...
+    last_run = run_dirs(home, weak.name)[-1]
+    [resumed] = [e for e in events(last_run) if e["type"] == "resumed"]
+    assert resumed["checkpoint"].startswith(str(weak))
+    assert 40 <= resumed["step"] < 160
+    # ... with the LR PBT explored from the donor's, which the schedule then follows.
+    import pyarrow.parquet as pq
+
+    from deepyard.spec import load as load_job
+    from deepyard.train.engine import lr_factor
+
+    status = json.loads((home / "status.json").read_text())
+    rows = {row["id"]: row for row in status["trials"]}
+    lr = rows[weak.name]["config"]["optimizer.lr"]
+    assert lr != rows[donor]["config"]["optimizer.lr"]
+    job = load_job(last_run / "spec.yaml")
+    assert job.optimizer.lr == lr
+    history = pq.read_table(last_run / "history.parquet").to_pydict()
+    assert history["step"][0] == resumed["step"] + 1 and history["step"][-1] == 160
+    first = history["step"][0]
+    assert history["lr"][0] == pytest.approx(lr * lr_factor(job, 160, first))
 
 
 def wait_for_second_trials_checkpoint(home: Path, driver: subprocess.Popen[bytes]) -> str:

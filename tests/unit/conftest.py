@@ -5,12 +5,19 @@ Unit tests never start Ray; anything that would is an integration test.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from textwrap import dedent
 from typing import Any
 
 import pytest
+
+from deepyard.checkpoint.manifest import build_manifest, step_dir
+from deepyard.checkpoint.store import Store
+
+Publish = Callable[..., Path]
 
 # Line numbers matter: spec tests assert `job.yaml:LINE:` locations against this text.
 BASE_SPEC = dedent(
@@ -73,3 +80,26 @@ def deepyard_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("DEEPYARD_CACHE", str(cache))
     return cache
+
+
+def publish(store: Store, lineage: str, step: int, payload: bytes = b"weights") -> Path:
+    prefix = f"{lineage}/{step_dir(step)}"
+    store.put_bytes(f"{prefix}/model.pt", payload)
+    record = {
+        "rank": 0,
+        "cursor": {"consumed": step},
+        "rng": {},
+        "files": {
+            "model.pt": {"sha256": hashlib.sha256(payload).hexdigest(), "size_bytes": len(payload)}
+        },
+    }
+    manifest = build_manifest({"step": step, "world_size": 1}, [record], prefix)
+    store.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest).encode())
+    return store.local_path(f"{prefix}/model.pt")
+
+
+@pytest.fixture(name="publish")
+def publish_fixture() -> Publish:
+    """publish(store, lineage, step, payload): a valid one-file checkpoint, manifest last;
+    returns the local path of its file (to corrupt it)."""
+    return publish

@@ -481,6 +481,16 @@ class SweepSpec(_Spec):
                         path,
                     )
                 )
+            elif not path.startswith("optimizer."):
+                problems.append(
+                    Problem(
+                        ("scheduler", "mutate", index),
+                        "PBT hands a trial another trial's weights and optimizer state, so "
+                        "only optimizer values can change mid-training; remove it from "
+                        "mutate (it is still searched once per trial)",
+                        path,
+                    )
+                )
             elif isinstance(param, GridParam):
                 problems.append(
                     Problem(

@@ -27,12 +27,12 @@ import yaml
 from rich.console import Console
 
 from deepyard.errors import DeepyardError, SpecError
-from deepyard.spec.sweep import SweepSpec
+from deepyard.spec.sweep import PbtScheduler, SweepSpec
 from deepyard.sweep.budget import BudgetDecision, BudgetPolicy, BudgetStopper, Ledger
 from deepyard.sweep.journal import JournaledSearcher, set_gate
 from deepyard.sweep.monitor import SweepMonitor
-from deepyard.sweep.search import build_searcher
-from deepyard.sweep.space import trial_scheduler, trial_spec
+from deepyard.sweep.search import build_searcher, point
+from deepyard.sweep.space import to_tune, trial_scheduler, trial_spec
 from deepyard.sweep.trial import EXHAUSTED_FILE, TrialSetup, run_trial, trial_resources
 
 JOURNAL = "journal.jsonl"
@@ -177,7 +177,9 @@ class SweepRunner:
             trainable,
             name=TUNE_DIR,
             storage_path=str(self.dir),
-            search_alg=JournaledSearcher(build_searcher(sweep), journal),
+            search_alg=self._search(journal),
+            # PBT's fixed points must name their keys in the config (Tune looks them up).
+            config=to_tune(sweep.space) if isinstance(sweep.scheduler, PbtScheduler) else None,
             scheduler=scheduler,
             num_samples=sweep.num_trials,
             max_concurrent_trials=sweep.budget.max_concurrent,
@@ -191,6 +193,18 @@ class SweepRunner:
         )
         final = monitor.refresh(analysis.trials, state="finished")
         return self._finish(final)
+
+    def _search(self, journal: Path) -> Any:
+        """The journaled searcher; PBT, which Tune runs only without a searcher, gets the
+        same seeded points as a fixed list (PBT itself then picks new values)."""
+        sweep = self.sweep
+        if isinstance(sweep.scheduler, PbtScheduler):
+            from ray.tune.search import BasicVariantGenerator
+
+            points = [point(sweep.space, sweep.seed, i) for i in range(sweep.num_trials)]
+            at_once = sweep.budget.max_concurrent or 0
+            return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=at_once)
+        return JournaledSearcher(build_searcher(sweep), journal)
 
     def _finish(self, status: dict[str, Any]) -> dict[str, Any]:
         best = status["best"]

@@ -18,7 +18,8 @@ from typing import Any
 from rich.console import Console
 
 from deepyard.spec.job import JobSpec
-from deepyard.spec.sweep import SweepSpec
+from deepyard.spec.sweep import PbtScheduler, SweepSpec
+from deepyard.sweep.exploit import adopt, donor_pointer, pointer, report_with_pointer
 from deepyard.sweep.space import trial_spec
 
 USAGE_FILE = "usage.json"
@@ -72,7 +73,12 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     usage = Usage(setup.trial_dir(trial_id), spec.resources.num_workers)
     log = (setup.trial_dir(trial_id) / "trial.log").open("a")
     session = open_run(spec, time.time(), Console(file=log, width=120))
-    reporter = _Reporter(usage)
+    pbt = isinstance(setup.sweep.scheduler, PbtScheduler)
+    if pbt:
+        donor = donor_pointer(trial_id)
+        if donor is not None:  # PBT exploit: continue from the better trial's weights
+            adopt(donor, spec, setup.trial_dir(trial_id), session.display.note)
+    reporter = _Reporter(usage, pbt_ref=(trial_id, spec) if pbt else None)
 
     def on_event(event: dict[str, Any]) -> None:
         session.emit(event)
@@ -118,8 +124,9 @@ class Usage:
 class _Reporter:
     """Each evaluation → one Tune result: the eval metrics, `step` and worker-hours."""
 
-    def __init__(self, usage: Usage) -> None:
+    def __init__(self, usage: Usage, pbt_ref: tuple[str, JobSpec] | None = None) -> None:
         self.usage = usage
+        self.pbt_ref = pbt_ref  # PBT: each result carries a pointer to our checkpoints
 
     def observe(self, event: dict[str, Any]) -> None:
         if event.get("type") != "eval":
@@ -128,4 +135,8 @@ class _Reporter:
 
         self.usage.save()
         metrics = {k: v for k, v in event["metrics"].items() if k != "num_samples"}
-        tune.report({**metrics, "step": event["step"], "worker_hours": self.usage.worker_hours()})
+        result = {**metrics, "step": event["step"], "worker_hours": self.usage.worker_hours()}
+        if self.pbt_ref is None:
+            tune.report(result)
+        else:
+            report_with_pointer(result, pointer(*self.pbt_ref, event["step"]))

@@ -3,7 +3,6 @@ lines otherwise (CI, files, pipes), and the summary table at the end."""
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
@@ -93,7 +92,9 @@ class ProgressDisplay:
         if self.progress is not None:
             self.progress.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {text}")
         else:
-            print(f"[{self.job}] {text}", file=sys.stderr, flush=True)
+            self.console.print(
+                f"[{self.job}] {text}", markup=False, highlight=False, soft_wrap=True
+            )
 
     def close(self) -> None:
         if self.progress is not None:

@@ -20,6 +20,7 @@ from deepyard.checkpoint.writer import Checkpointer
 from deepyard.data import engines
 from deepyard.spec import JobSpec
 from deepyard.train.dist import WorkerContext
+from deepyard.train.engine import use_optimizer_values
 from deepyard.train.plan import AttemptPlan
 
 Emit = Callable[[dict[str, Any]], None]
@@ -127,6 +128,9 @@ def _resume(
     shutil.rmtree(download, ignore_errors=True)
     if ctx.local_rank == 0:
         shutil.rmtree(universal, ignore_errors=True)
+    saved_optimizer = resume.manifest.get("spec", {}).get("optimizer")
+    if saved_optimizer != spec.optimizer.model_dump(mode="json"):
+        use_optimizer_values(engine, spec)  # e.g. PBT explored new values: they take over
     saves.start_step = resume.step
     saves.metrics = dict(resume.manifest.get("metrics") or {})
     saves.metrics_step = resume.manifest.get("metrics_step")

@@ -83,6 +83,21 @@ def build_scheduler(
     )
 
 
+def use_optimizer_values(engine: Any, spec: JobSpec) -> None:
+    """After loading a checkpoint saved with other optimizer values (a PBT exploit explores
+    new ones): this spec's LR, weight decay, betas and momentum replace the loaded ones,
+    and the schedule goes on from the loaded step with this spec's peak LR."""
+    opt, scheduler = spec.optimizer, engine.lr_scheduler
+    scheduler.base_lrs = [opt.lr for _ in scheduler.base_lrs]
+    factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
+    for group in engine.optimizer.param_groups:
+        group.update(initial_lr=opt.lr, lr=opt.lr * factor, weight_decay=opt.weight_decay)
+        if "betas" in group:
+            group["betas"] = tuple(opt.betas)
+        if "momentum" in group:
+            group["momentum"] = opt.momentum
+
+
 def build_engine(
     spec: JobSpec, model: nn.Module, total_steps: int, load_universal: bool = False
 ) -> Any:

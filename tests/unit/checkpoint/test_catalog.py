@@ -3,31 +3,14 @@ each one skipped; lineages separate fresh starts."""
 
 from __future__ import annotations
 
-import hashlib
-import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from deepyard.checkpoint import catalog
-from deepyard.checkpoint.manifest import build_manifest, problems, step_dir
+from deepyard.checkpoint.manifest import problems, step_dir
 from deepyard.checkpoint.store import Store
-
-
-def publish(store: Store, lineage: str, step: int, payload: bytes = b"weights") -> Path:
-    prefix = f"{lineage}/{step_dir(step)}"
-    store.put_bytes(f"{prefix}/model.pt", payload)
-    record = {
-        "rank": 0,
-        "cursor": {"consumed": step},
-        "rng": {},
-        "files": {
-            "model.pt": {"sha256": hashlib.sha256(payload).hexdigest(), "size_bytes": len(payload)}
-        },
-    }
-    manifest = build_manifest({"step": step, "world_size": 1}, [record], prefix)
-    store.put_bytes(f"{prefix}/manifest.json", json.dumps(manifest).encode())
-    return store.local_path(f"{prefix}/model.pt")
 
 
 @pytest.fixture
@@ -35,7 +18,9 @@ def store(tmp_path: Path) -> Store:
     return Store.open(str(tmp_path / "ckpts"))
 
 
-def test_newest_valid_skips_a_corrupt_newest_and_names_the_bad_file(store: Store) -> None:
+def test_newest_valid_skips_a_corrupt_newest_and_names_the_bad_file(
+    store: Store, publish: Callable[..., Path]
+) -> None:
     lineage, _ = catalog.open_lineage(store, "job", "hash", restart=False)
     publish(store, lineage, 10)
     newest = publish(store, lineage, 20)
@@ -49,7 +34,9 @@ def test_newest_valid_skips_a_corrupt_newest_and_names_the_bad_file(store: Store
     assert "step 20" in warnings[0] and "model.pt" in warnings[0] and "corrupt" in warnings[0]
 
 
-def test_unpublished_and_truncated_checkpoints_are_never_chosen(store: Store) -> None:
+def test_unpublished_and_truncated_checkpoints_are_never_chosen(
+    store: Store, publish: Callable[..., Path]
+) -> None:
     lineage, _ = catalog.open_lineage(store, "job", "hash", restart=False)
     publish(store, lineage, 10)
     store.put_bytes(f"{lineage}/{step_dir(30)}/model.pt", b"half")  # no manifest
@@ -61,7 +48,7 @@ def test_unpublished_and_truncated_checkpoints_are_never_chosen(store: Store) ->
     assert any("3 bytes, manifest says 7" in w for w in warnings)
 
 
-def test_missing_file_is_a_problem(store: Store) -> None:
+def test_missing_file_is_a_problem(store: Store, publish: Callable[..., Path]) -> None:
     lineage, _ = catalog.open_lineage(store, "job", "hash", restart=False)
     publish(store, lineage, 10).unlink()
     ckpt = catalog.checkpoints(store, lineage)[0]

@@ -186,6 +186,17 @@ BAD_SWEEPS = [
         ["sweep.yaml:12: scheduler.name = 'pbt'", "set checkpoint.every_steps"],
     ),
     (
+        "pbt-mutates-a-model-field",
+        [
+            (
+                "",
+                "scheduler: {name: pbt, perturbation_interval_steps: 10, "
+                "mutate: [model.args.hidden]}\njob_overrides: {checkpoint.every_steps: 10}\n",
+            )
+        ],
+        ["sweep.yaml:12: scheduler.mutate[0] = 'model.args.hidden'", "only optimizer values"],
+    ),
+    (
         "loss-maximised",
         [("metric: accuracy", "metric: loss\nmode: max")],
         ["sweep.yaml:10: mode = 'max': loss is lower-is-better", "use mode: min"],

@@ -20,15 +20,16 @@ def step(n: int) -> dict:
     }
 
 
-def test_log_lines_on_first_every_nth_and_last_step(capsys) -> None:
-    display = ProgressDisplay("tiny", log_every=4, console=Console(file=io.StringIO()))
+def test_log_lines_on_first_every_nth_and_last_step() -> None:
+    out = io.StringIO()  # not a terminal: one log line per note (a sweep trial's trial.log)
+    display = ProgressDisplay("tiny", log_every=4, console=Console(file=out, width=200))
     assert not display.live
     display.add({"type": "start", "total_steps": 10})
     for n in range(1, 11):
         display.add(step(n))
     display.add({"type": "eval", "step": 10, "metrics": {"accuracy": 0.5, "num_samples": 8.0}})
     display.close()
-    lines = capsys.readouterr().err.splitlines()
+    lines = out.getvalue().splitlines()
     assert lines[0] == "[tiny] training 10 steps"
     logged = [line.split()[2] for line in lines if line.startswith("[tiny] step ")]
     assert logged == ["1/10", "4/10", "8/10", "10/10"]
