@@ -77,7 +77,7 @@ def test_asha_stops_weak_trials_and_the_best_spec_reproduces(tmp_path: Path) -> 
     assert states.get("finished", 0) >= 1, states
     assert summary["trials"] == 5 and summary["worker_hours"] > 0
 
-    status = json.loads((tmp_path / "runs" / "asha" / "status.json").read_text())
+    status = json.loads(sweep("status", str(spec), "--json").stdout)
     stopped = [r for r in status["trials"] if r["state"] == "stopped early"]
     assert all(r["step"] < 90 for r in stopped)
     best = summary["best"]
@@ -85,6 +85,10 @@ def test_asha_stops_weak_trials_and_the_best_spec_reproduces(tmp_path: Path) -> 
     assert best["accuracy"] == max(
         r["accuracy"] for r in status["trials"] if r["state"] == "finished"
     )
+
+    shown = sweep("status", str(tmp_path / "runs" / "asha"))  # by dir, from another shell
+    assert shown.returncode == 0 and "stopped early" in shown.stdout
+    assert all(row["id"] in shown.stdout for row in status["trials"])
 
     # The best spec is a job a user runs as is: same values, same result.
     best_spec = yaml.safe_load(Path(summary["best_spec"]).read_text())
@@ -131,6 +135,8 @@ def test_a_killed_driver_resumes_the_sweep_where_it_stopped(tmp_path: Path) -> N
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
+    stale = sweep("status", str(spec))
+    assert f"the driver (pid {driver.pid}) is not running" in stale.stderr
     journal_at_kill = (home / "journal.jsonl").read_text()
     shutil.copy(home / "journal.jsonl", tmp_path / "journal-at-kill.jsonl")
 
@@ -163,26 +169,32 @@ def test_a_killed_driver_resumes_the_sweep_where_it_stopped(tmp_path: Path) -> N
     assert replayed.suggest("check") == third["config"]
 
 
-def test_a_spent_budget_starts_no_more_trials(tmp_path: Path) -> None:
+@pytest.mark.parametrize("on_exhausted", ["finish", "stop"])
+def test_a_spent_budget_starts_no_more_trials(tmp_path: Path, on_exhausted: str) -> None:
     spec = write_sweep(
         tmp_path,
-        """\
+        f"""\
         name: budget
         job_overrides:
           training.epochs: null
-          training.max_steps: 40
+          training.max_steps: 60
           training.eval_every_steps: 20
         space:
-          optimizer.lr: {type: loguniform, low: 1.0e-3, high: 1.0e-2}
-        budget: {max_trials: 4, max_concurrent: 1, worker_hours: 0.001}
+          optimizer.lr: {{type: loguniform, low: 1.0e-3, high: 1.0e-2}}
+        budget: {{max_trials: 4, max_concurrent: 1, worker_hours: 0.001,
+                  on_exhausted: {on_exhausted}}}
         """,
     )
     summary = summary_of(sweep("run", str(spec), "--json"))
+    assert summary["state"] == "finished"
     assert summary["exhausted"].startswith("worker-hours budget spent")
-    assert summary["by_state"].get("finished") == 1, summary["by_state"]
-    assert summary["best"]["state"] == "finished"
-    assert Path(summary["best_spec"]).exists()
-    assert summary["trials"] < 4 or summary["by_state"].get("not run", 0) >= 1
+    states = summary["by_state"]
+    assert states.get("not run", 0) == summary["trials"] - 1, states  # none started after
+    if on_exhausted == "finish":  # the running trial ran to its end
+        assert states.get("finished") == 1 and summary["best"]["state"] == "finished"
+        assert Path(summary["best_spec"]).exists()
+    else:  # stopped where the budget ran out, and still reported as the best so far
+        assert states.get("stopped early") == 1 and summary["best"]["step"] < 60
 
 
 def test_pbt_exploits_by_continuing_from_the_better_trials_checkpoint(tmp_path: Path) -> None:

@@ -120,6 +120,12 @@ def _run(
         err_console.print(f"[yellow]budget[/]: {escape(summary['exhausted'])}")
     if as_json:
         print(json.dumps(summary, default=str))
+    if summary["state"] == "interrupted":
+        err_console.print(
+            "[yellow]interrupted[/]: unfinished trials are kept; run the same command again "
+            "to resume the sweep"
+        )
+        raise typer.Exit(130)
 
 
 def _sweep_directory(target: Path) -> Path:

@@ -36,6 +36,7 @@ from deepyard.sweep.space import to_tune, trial_scheduler, trial_spec
 from deepyard.sweep.trial import EXHAUSTED_FILE, TrialSetup, run_trial, trial_resources
 
 JOURNAL = "journal.jsonl"
+UNFINISHED = ("PENDING", "RUNNING", "PAUSED")  # Tune trial states
 TUNE_DIR = "tune"
 # Tune snapshots its trial list this often (s); the journal covers the gap (journal.py).
 SNAPSHOT_PERIOD_S = "1"
@@ -191,8 +192,10 @@ class SweepRunner:
             raise_on_failed_trial=False,
             verbose=0,
         )
-        final = monitor.refresh(analysis.trials, state="finished")
-        return self._finish(final)
+        unfinished = [t for t in analysis.trials if t.status in UNFINISHED]
+        # Tune ends early on Ctrl-C (or a budget that stops trials): say which.
+        state = "interrupted" if unfinished else "finished"
+        return self._finish(monitor.refresh(analysis.trials, state=state))
 
     def _search(self, journal: Path) -> Any:
         """The journaled searcher; PBT, which Tune runs only without a searcher, gets the
@@ -210,6 +213,7 @@ class SweepRunner:
         best = status["best"]
         summary = {
             "sweep": self.sweep.name,
+            "state": status["state"],
             "dir": str(self.dir),
             "metric": self.sweep.metric,
             "mode": self.sweep.mode,
