@@ -416,18 +416,19 @@ def test_sigterm_checkpoints_exits_143_and_the_rerun_finishes(live: Any, tmp_pat
 @pytest.fixture(scope="module")
 def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Run, dict[str, Any]]:
     """One job through two injected faults: rank 1 hangs before step 7 (attempt 1), then
-    rank 0 is SIGKILLed before step 13 (attempt 2). Saves every 5 steps, synchronous, so
-    each attempt resumes from a known step. Returns the run and the summary it recorded
-    (written also when the job fails)."""
+    rank 0 is SIGKILLed before step 40 (attempt 2: 34 steps, long enough for the driver to
+    drain rank 0's steps before it dies; 7 steps took under one drain period). Saves every
+    5 steps, synchronous, so each attempt resumes from a known step. Returns the run and
+    the summary it recorded (written also when the job fails)."""
     out = tmp_path_factory.mktemp("faults")
     faults = (
         "faults=[{kind: hang, step: 7, rank: 1, attempt: 1}, "
-        "{kind: crash, step: 13, rank: 0, attempt: 2}]"
+        "{kind: crash, step: 40, rank: 0, attempt: 2}]"
     )
     run = deepyard_run(
         out,
         "training.epochs=null",
-        "training.max_steps=16",
+        "training.max_steps=44",
         "checkpoint.every_steps=5",
         "checkpoint.async=false",
         "failure.max_restarts=2",
@@ -465,12 +466,12 @@ def test_crashed_rank0_is_restarted_from_the_newest_checkpoint(
     """Rank 0, the one that reports progress, SIGKILLed: the job still recovers."""
     run, _ = faulty_run
     assert run.code == 0, run.stderr[-3000:]
-    assert run.summary["status"] == "succeeded" and run.summary["steps"] == 16
+    assert run.summary["status"] == "succeeded" and run.summary["steps"] == 44
     assert run.summary["attempts"] == 3
     crash = run.summary["recoveries"][1]
     assert crash["attempt"] == 3 and "worker rank 0" in crash["cause"] and "died" in crash["cause"]
-    # Both ranks finished steps 11 and 12 before rank 0 died: two steps were redone.
-    assert crash["resumed_step"] == 10 and crash["steps_redone"] == 2
+    # Both ranks finished steps 36 to 39 before rank 0 died: four steps were redone.
+    assert crash["resumed_step"] == 35 and crash["steps_redone"] == 4
     assert crash["first_step_s"] > 0 and crash["restore_s"] >= 0
     history = run.history()
     by_attempt: dict[int, list[int]] = {}
@@ -478,7 +479,7 @@ def test_crashed_rank0_is_restarted_from_the_newest_checkpoint(
         by_attempt.setdefault(attempt, []).append(step)
     assert by_attempt[1] == list(range(1, 7))
     assert by_attempt[2] == list(range(6, by_attempt[2][-1] + 1))
-    assert by_attempt[3] == list(range(11, 17))
+    assert by_attempt[3] == list(range(36, 45))
 
 
 # --- 7. a full disk -----------------------------------------------------------------------

@@ -95,12 +95,14 @@ class Attempts:
 
     def observe(self, event: dict[str, Any]) -> dict[str, Any] | None:
         """Track one event; returns the recovery record it completes, if it does."""
-        if event.get("type") == "rank_step":  # a dying rank 0 leaves its last steps unsent
-            self.last_step = max(self.last_step, event["step"])
-            return None
-        now = event.get("t", time.time())
-        self.last_progress_t = now
         kind = event.get("type")
+        now = event.get("t", time.time())
+        if kind == "rank_step":  # a dying rank 0 leaves its last steps unsent
+            self.last_step = max(self.last_step, event["step"])
+            # ... and may die before its first step of a new attempt is sent: any rank's
+            # first step completes the recovery.
+            return None if self._open is None else self._recovered(now)
+        self.last_progress_t = now
         if kind == "step":
             self.last_step = max(self.last_step, event["step"])
         if self._open is None:
@@ -109,14 +111,18 @@ class Attempts:
             self._open["resumed_step"] = event["step"]
             self._open["restore_s"] = event["restore_s"]
         elif kind == "step":
-            resumed = self._open.get("resumed_step", 0)
-            self._open["steps_redone"] = max(0, self._open.pop("failed_step") - resumed)
-            self._open["first_step_s"] = round(now - self._open.pop("failed_t"), 3)
-            self._open["resumed_step"] = resumed
-            record, self._open = self._open, None
-            self.recoveries.append(record)
-            return record
+            return self._recovered(now)
         return None
+
+    def _recovered(self, first_step_t: float) -> dict[str, Any]:
+        assert self._open is not None
+        resumed = self._open.get("resumed_step", 0)
+        self._open["steps_redone"] = max(0, self._open.pop("failed_step") - resumed)
+        self._open["first_step_s"] = round(first_step_t - self._open.pop("failed_t"), 3)
+        self._open["resumed_step"] = resumed
+        record, self._open = self._open, None
+        self.recoveries.append(record)
+        return record
 
     def failed(self, error: BaseException) -> None:
         """Attempt `attempt` failed now; the next one starts."""

@@ -142,7 +142,7 @@ def train(
                 }
             )
         else:  # per-rank step times (stragglers): Ray drains every rank
-            emit({"type": "rank_step", "rank": ctx.rank, **timing})
+            emit({"type": "rank_step", "rank": ctx.rank, **timing, "t": time.time()})
         if _due(spec.training.eval_every_steps, step, parts.total_steps):
             score(spec, parts, ctx, step, say)
         decision = control.after_step()
