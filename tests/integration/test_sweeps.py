@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from textwrap import dedent
@@ -29,6 +30,8 @@ import yaml
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "jobs" / "examples"
+# This interpreter's deepyard, whether or not its venv is on PATH (CI does not activate it).
+DEEPYARD = [sys.executable, "-m", "deepyard.cli.main"]
 
 
 def write_sweep(tmp_path: Path, body: str) -> Path:
@@ -44,7 +47,7 @@ def write_sweep(tmp_path: Path, body: str) -> Path:
 
 def sweep(*args: str, timeout: int = 500) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["deepyard", "sweep", *args], capture_output=True, text=True, timeout=timeout
+        [*DEEPYARD, "sweep", *args], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -94,7 +97,7 @@ def test_asha_stops_weak_trials_and_the_best_spec_reproduces(tmp_path: Path) -> 
     best_spec = yaml.safe_load(Path(summary["best_spec"]).read_text())
     assert best_spec["optimizer"]["lr"] == best["config"]["optimizer.lr"]
     done = subprocess.run(
-        ["deepyard", "run", summary["best_spec"], "--json", "--set", f"output_dir={tmp_path}"],
+        [*DEEPYARD, "run", summary["best_spec"], "--json", "--set", f"output_dir={tmp_path}"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -123,7 +126,7 @@ def test_a_killed_driver_resumes_the_sweep_where_it_stopped(tmp_path: Path) -> N
     )
     home = tmp_path / "runs" / "killed"
     driver = subprocess.Popen(
-        ["deepyard", "sweep", "run", str(spec)],
+        [*DEEPYARD, "sweep", "run", str(spec)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
