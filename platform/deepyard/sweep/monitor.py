@@ -112,6 +112,18 @@ class SweepMonitor(Callback):
             self.console.print(escape(status_line(self.status)), style="dim")
 
 
+def quiet_tune_progress() -> Any:
+    """Tune's own per-trial lines, silenced: the monitor's table says it once, better.
+    (Tune adds its printer unless one is among the callbacks.)"""
+    from ray.tune.progress_reporter import TrialProgressCallback
+
+    class Quiet(TrialProgressCallback):
+        def _print(self, msg: str) -> None:
+            pass
+
+    return Quiet()
+
+
 def _change_line(row: dict[str, Any], metric: str) -> str:
     params = ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["config"].items()

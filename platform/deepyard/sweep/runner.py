@@ -30,7 +30,7 @@ from deepyard.errors import DeepyardError, SpecError
 from deepyard.spec.sweep import PbtScheduler, SweepSpec
 from deepyard.sweep.budget import BudgetDecision, BudgetPolicy, BudgetStopper, Ledger
 from deepyard.sweep.journal import JournaledSearcher, set_gate
-from deepyard.sweep.monitor import SweepMonitor
+from deepyard.sweep.monitor import SweepMonitor, quiet_tune_progress
 from deepyard.sweep.search import build_searcher, point
 from deepyard.sweep.space import to_tune, trial_scheduler, trial_spec
 from deepyard.sweep.trial import EXHAUSTED_FILE, TrialSetup, run_trial, trial_resources
@@ -187,7 +187,7 @@ class SweepRunner:
             metric=sweep.metric,
             mode=sweep.mode,
             stop=BudgetStopper(ledger),
-            callbacks=[monitor],
+            callbacks=[monitor, quiet_tune_progress()],
             resume="AUTO" if resuming else None,
             raise_on_failed_trial=False,
             verbose=0,
