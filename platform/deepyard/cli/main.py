@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from deepyard.cli import cluster
 from deepyard.cli.checkpoints import app as checkpoint_app
 from deepyard.cli.errors import err_console, user_errors
 from deepyard.cli.sweeps import app as sweep_app
@@ -30,6 +31,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(sweep_app, name="sweep")
+
 
 SetOption = typer.Option(
     [], "--set", help="Override a spec field by dotted path, e.g. --set optimizer.lr=3e-4."
@@ -220,6 +222,12 @@ def report(
 
 def main() -> None:
     app()
+
+
+# Jobs on an existing Ray cluster (after `run`, so `deepyard --help` lists run first).
+for command in (cluster.submit, cluster.status, cluster.logs, cluster.stop):
+    app.command()(command)
+app.add_typer(cluster.jobs_app, name="jobs")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -31,6 +32,16 @@ from deepyard.train.loop import Sources
 from deepyard.train.plan import AttemptPlan
 
 OnEvent = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where one rank runs: its node's IP, a free port there, its PID and Ray node id."""
+
+    ip: str
+    port: int
+    pid: int
+    node_id: str
 
 
 class WorkerLost(RetryableError):
@@ -49,8 +60,9 @@ class TrainWorker:
         self._events: collections.deque[dict[str, Any]] = collections.deque()
         self._stop = threading.Event()
 
-    def address(self) -> tuple[str, int, int]:
-        return ray.util.get_node_ip_address(), free_port(), os.getpid()
+    def address(self) -> Address:
+        node = ray.get_runtime_context().get_node_id()
+        return Address(ray.util.get_node_ip_address(), free_port(), os.getpid(), node)
 
     def run(
         self, spec: JobSpec, sources: Sources, ctx: WorkerContext, plan: AttemptPlan
@@ -110,7 +122,9 @@ class WorkerGroup:
         self.hang_report = ""  # every rank's stacks, when the attempt hung
 
     def start(self) -> None:
-        self.pg = self.placement or placement_group(bundles(self.spec), strategy="PACK")
+        self.pg = self.placement or placement_group(
+            bundles(self.spec), strategy=self.spec.resources.placement
+        )
         self._wait_for_placement()
         self.on_event({"type": "phase", "name": "resources_reserved", "t": time.time()})
         res = self.spec.resources
@@ -130,7 +144,7 @@ class WorkerGroup:
     def _wait_for_placement(self) -> None:
         assert self.pg is not None
         ready = self.pg.ready()
-        noted = 0.0
+        noted = time.monotonic() - 13  # the first note after 2 s, then every 15 s
         while not ray.wait([ready], timeout=1.0)[0]:
             if time.monotonic() - noted > 15:
                 noted = time.monotonic()
@@ -147,9 +161,17 @@ class WorkerGroup:
         return f"waiting for resources: needs {need}; {have} free"
 
     def run(self, sources: Sources, plan: AttemptPlan, poll_s: float = 0.25) -> dict[str, Any]:
-        addresses = ray.get([a.address.remote() for a in self.actors])
-        self.pids = [pid for _, _, pid in addresses]
+        addresses: list[Address] = ray.get([a.address.remote() for a in self.actors])
+        self.pids = [a.pid for a in addresses]
         self.on_event({"type": "phase", "name": "workers_started", "t": time.time()})
+        self.on_event(
+            {
+                "type": "workers",
+                "nodes": [a.node_id for a in addresses],  # by rank: where the gang landed
+                "pids": self.pids,
+                "t": time.time(),
+            }
+        )
         contexts = _contexts(addresses)
         ranks = {
             actor.run.remote(self.spec, sources, ctx, plan): ctx.rank
@@ -280,12 +302,14 @@ class _Progress:
         )
 
 
-def _contexts(addresses: list[tuple[str, int, int]]) -> list[WorkerContext]:
-    """Rank 0's node and port host the rendezvous; local ranks count workers per node."""
-    master_ip, master_port, _ = addresses[0]
+def _contexts(addresses: list[Address]) -> list[WorkerContext]:
+    """Rank 0's node and port host the rendezvous; local ranks count workers per Ray node
+    (by node id: two nodes may share an IP, as in a one-machine test cluster)."""
+    master = addresses[0]
     per_node: dict[str, int] = collections.Counter()
     contexts = []
-    for rank, (ip, _, _) in enumerate(addresses):
-        contexts.append(WorkerContext(rank, len(addresses), per_node[ip], master_ip, master_port))
-        per_node[ip] += 1
+    for rank, address in enumerate(addresses):
+        local = per_node[address.node_id]
+        contexts.append(WorkerContext(rank, len(addresses), local, master.ip, master.port))
+        per_node[address.node_id] += 1
     return contexts

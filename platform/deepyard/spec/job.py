@@ -237,6 +237,12 @@ class ResourcesSpec(_Spec):
     num_workers: PositiveInt = 1
     cpus_per_worker: PositiveInt = 1
     gpus_per_worker: int = Field(default=0, ge=0)
+    placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        default="PACK",
+        description="How the gang is placed on nodes (a Ray placement group strategy): PACK "
+        "fills as few nodes as possible, SPREAD puts workers on different nodes where it can; "
+        "STRICT_ forms insist (one node; one worker per node).",
+    )
 
 
 class ParallelismSpec(_Spec):

@@ -50,7 +50,8 @@ def trial_resources(setup: TrialSetup) -> Any:
     from deepyard.launch.workers import bundles
 
     def per_trial(config: dict[str, Any]) -> PlacementGroupFactory:
-        return PlacementGroupFactory([{}, *bundles(trial_spec(setup.sweep.job, config))])
+        spec = trial_spec(setup.sweep.job, config)
+        return PlacementGroupFactory([{}, *bundles(spec)], strategy=spec.resources.placement)
 
     return per_trial
 

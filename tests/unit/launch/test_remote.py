@@ -1,0 +1,50 @@
+"""Where `deepyard submit` finds the cluster's token: --token-file, then Ray's own order
+($RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token); a named file that is missing
+is an error, not a silent fall-through to another token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deepyard.launch import remote
+from deepyard.launch.remote import ClusterUsageError, find_token
+
+
+def test_token_sources_in_rays_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    default = tmp_path / "home" / "auth_token"
+    monkeypatch.setattr(remote, "DEFAULT_TOKEN_PATH", default)
+    assert find_token() is None
+    default.parent.mkdir()
+    default.write_text("from-home\n")
+    assert find_token() == "from-home"
+    path = tmp_path / "path-token"
+    path.write_text("from-path")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(path))
+    assert find_token() == "from-path"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
+    assert find_token() == "from-env"
+    given = tmp_path / "given"
+    given.write_text(" from-flag \n")
+    assert find_token(given) == "from-flag"
+    with pytest.raises(ClusterUsageError, match="no such file"):
+        find_token(tmp_path / "missing")
+
+
+def test_local_ranks_count_workers_per_ray_node_not_per_ip() -> None:
+    """Two Ray nodes on one machine share an IP; each node's workers still count from 0."""
+    from deepyard.launch.workers import Address, _contexts
+
+    addresses = [
+        Address("10.0.0.1", 29500, 11, "node-a"),
+        Address("10.0.0.1", 29501, 12, "node-b"),
+        Address("10.0.0.1", 29502, 13, "node-a"),
+    ]
+    contexts = _contexts(addresses)
+    assert [c.local_rank for c in contexts] == [0, 0, 1]
+    assert {(c.master_addr, c.master_port, c.world_size) for c in contexts} == {
+        ("10.0.0.1", 29500, 3)
+    }
