@@ -162,6 +162,8 @@ def test_a_submitted_job_trains_on_the_cluster_and_shows_in_status_and_logs(
     logs = deepyard("logs", job_id, env=head.env())
     assert final == "SUCCEEDED", logs.stdout[-3000:]
     assert "accuracy" in logs.stdout and "goodput" in logs.stdout
+    followed = deepyard("logs", job_id, "--follow", env=head.env())  # ends with the job
+    assert followed.returncode == 0 and "goodput" in followed.stdout
     listed = deepyard("jobs", "list", "--json", env=head.env())
     rows = {row["id"]: row for row in map(json.loads, listed.stdout.splitlines())}
     assert rows[job_id]["status"] == "SUCCEEDED" and rows[job_id]["job"] == "digits-cnn"
