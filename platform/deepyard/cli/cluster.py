@@ -37,11 +37,11 @@ def submit(
 ) -> None:
     """Validate a job here, then run it on the cluster; prints the job id."""
     from deepyard import spec as specs
-    from deepyard.launch.remote import Cluster, find_token
+    from deepyard.launch.remote import connect
 
     with user_errors():
         spec = specs.load(file, overrides)
-        cluster = Cluster(address, find_token(token_file))
+        cluster = connect(address, token_file)
         job_id = cluster.submit(spec, working_dir)
     err_console.print(
         f"submitted [bold]{escape(job_id)}[/] to {escape(cluster.address)}; follow it with "
@@ -60,10 +60,10 @@ def jobs_list(
     import dataclasses
     import json
 
-    from deepyard.launch.remote import Cluster, find_token
+    from deepyard.launch.remote import connect
 
     with user_errors():
-        rows = Cluster(address, find_token(token_file)).jobs()
+        rows = connect(address, token_file).jobs()
     if as_json:
         for row in rows:
             print(json.dumps(dataclasses.asdict(row)))
@@ -84,10 +84,10 @@ def status(
     token_file: Path | None = TokenOption,
 ) -> None:
     """One job's state: PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED, and why."""
-    from deepyard.launch.remote import Cluster, find_token
+    from deepyard.launch.remote import connect
 
     with user_errors():
-        row = Cluster(address, find_token(token_file)).status(job_id)
+        row = connect(address, token_file).status(job_id)
     line = f"{row.id}: {row.status}"
     if row.message:
         line += f" ({row.message})"
@@ -101,10 +101,10 @@ def logs(
     token_file: Path | None = TokenOption,
 ) -> None:
     """A job's output (the driver's: progress, summary, errors)."""
-    from deepyard.launch.remote import Cluster, find_token
+    from deepyard.launch.remote import connect
 
     with user_errors():
-        cluster = Cluster(address, find_token(token_file))
+        cluster = connect(address, token_file)
         if not follow:
             print(cluster.logs(job_id), end="")
             return
@@ -118,8 +118,8 @@ def stop(
     token_file: Path | None = TokenOption,
 ) -> None:
     """Stop a job (its workers get SIGTERM: it checkpoints at the next step if it can)."""
-    from deepyard.launch.remote import Cluster, find_token
+    from deepyard.launch.remote import connect
 
     with user_errors():
-        stopped = Cluster(address, find_token(token_file)).stop(job_id)
+        stopped = connect(address, token_file).stop(job_id)
     print(f"{job_id}: {'stop requested' if stopped else 'already ended'}")

@@ -20,10 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from deepyard.errors import DeepyardError
-from deepyard.spec import JobSpec, spec_hash
+from deepyard.spec import JobSpec, spec_hash, to_yaml
 from deepyard.telemetry.record import new_run_id
 
 SPEC_FILE = "job.yaml"
@@ -62,6 +60,11 @@ def find_token(token_file: Path | None = None) -> str | None:
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")
     candidate = Path(path) if path else DEFAULT_TOKEN_PATH
     return candidate.read_text().strip() or None if candidate.is_file() else None
+
+
+def connect(address: str | None, token_file: Path | None) -> Cluster:
+    """The cluster at `address` (or $DEEPYARD_ADDRESS), with the token found for it."""
+    return Cluster(address, find_token(token_file))
 
 
 class Cluster:
@@ -117,9 +120,8 @@ class Cluster:
                 shutil.copytree(working_dir, package, ignore=_IGNORED)
             else:
                 package.mkdir()
-            resolved = spec.model_dump(mode="json", exclude_unset=True, by_alias=True)
-            header = f"# submitted by deepyard as {job_id}, spec hash {spec_hash(spec)}\n"
-            (package / SPEC_FILE).write_text(header + yaml.safe_dump(resolved, sort_keys=False))
+            header = f"submitted by deepyard as {job_id}, spec hash {spec_hash(spec)}"
+            (package / SPEC_FILE).write_text(to_yaml(spec, header))
             try:
                 return str(
                     self.client.submit_job(
@@ -142,13 +144,16 @@ class Cluster:
 
     def status(self, job_id: str) -> JobRow:
         """The job's state; a running job still waiting for its gang says what it needs."""
-        try:
-            row = _row(self.client.get_job_info(job_id))
-            if row.status == "RUNNING":
-                waiting = _waiting_line(str(self.client.get_job_logs(job_id)))
-                if waiting:
-                    row = dataclasses.replace(row, message=waiting)
+        row = self._info(job_id)
+        if row.status != "RUNNING":
             return row
+        waiting = _waiting_line(self._log_text(job_id))
+        return dataclasses.replace(row, message=waiting) if waiting else row
+
+    def _info(self, job_id: str) -> JobRow:
+        """The job's record; an unknown id is a clear error."""
+        try:
+            return _row(self.client.get_job_info(job_id))
         except Exception as exc:
             if "does not exist" in str(exc) or "404" in str(exc):
                 raise ClusterError(
@@ -157,7 +162,11 @@ class Cluster:
             raise self._explain(exc) from None
 
     def logs(self, job_id: str) -> str:
-        self.status(job_id)  # a clear error for an unknown id
+        """The job's whole log."""
+        self._info(job_id)  # a clear error for an unknown id
+        return self._log_text(job_id)
+
+    def _log_text(self, job_id: str) -> str:
         try:
             return str(self.client.get_job_logs(job_id))
         except Exception as exc:
@@ -167,7 +176,7 @@ class Cluster:
         """The job's log as it grows, until the job ends."""
         import asyncio
 
-        self.status(job_id)
+        self._info(job_id)
         stream = self.client.tail_job_logs(job_id)
         loop = asyncio.new_event_loop()
         try:
@@ -180,7 +189,7 @@ class Cluster:
             loop.close()
 
     def stop(self, job_id: str) -> bool:
-        self.status(job_id)
+        self._info(job_id)
         try:
             return bool(self.client.stop_job(job_id))
         except Exception as exc:

@@ -9,6 +9,9 @@ import hashlib
 import json
 from typing import Any
 
+import yaml
+from pydantic import BaseModel
+
 from deepyard.spec.job import (
     CheckpointSpec,
     DataSpec,
@@ -41,6 +44,7 @@ __all__ = [
     "load",
     "load_text",
     "spec_hash",
+    "to_yaml",
     "validate",
 ]
 
@@ -50,7 +54,15 @@ def json_schema() -> dict[str, Any]:
     return JobSpec.model_json_schema()
 
 
-def spec_hash(spec: JobSpec) -> str:
-    """A short, stable hash of the resolved spec; goes into run records and labels."""
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+def spec_hash(spec: BaseModel, exclude: set[str] | None = None) -> str:
+    """A short, stable hash of a resolved spec (job or sweep; `exclude` leaves fields out);
+    goes into run records, labels and sweep dirs."""
+    canonical = json.dumps(spec.model_dump(mode="json", exclude=exclude), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def to_yaml(spec: JobSpec, header: str) -> str:
+    """A job spec as a user would write it (the fields set, by their YAML names), after a
+    `# header` line: what `deepyard run` reads back unchanged."""
+    fields = spec.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    return f"# {header}\n" + yaml.safe_dump(fields, sort_keys=False)

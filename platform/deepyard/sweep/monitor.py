@@ -39,11 +39,6 @@ class SweepMonitor(Callback):
         if time.monotonic() - self.refreshed >= REFRESH_S:
             self.refresh(trials)
 
-    def on_trial_result(
-        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
-    ) -> None:
-        self.ledger.record(trial.trial_id, result)
-
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.refresh(trials)
 
@@ -73,7 +68,7 @@ class SweepMonitor(Callback):
     def refresh(self, trials: list[Any], state: str = "running") -> dict[str, Any]:
         self.refreshed = time.monotonic()
         sweep = self.sweep
-        for trial in trials:
+        for trial in trials:  # results arrive through BudgetStopper; restored trials here
             self.ledger.record(trial.trial_id, trial.last_result or {})
         rows = [trial_row(t, sweep.metric, sweep.max_steps) for t in trials]
         spend = self.ledger.spend()

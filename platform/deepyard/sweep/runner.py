@@ -27,12 +27,14 @@ import yaml
 from rich.console import Console
 
 from deepyard.errors import DeepyardError, SpecError
+from deepyard.spec import spec_hash, to_yaml
 from deepyard.spec.sweep import PbtScheduler, SweepSpec
 from deepyard.sweep.budget import BudgetDecision, BudgetPolicy, BudgetStopper, Ledger
 from deepyard.sweep.journal import JournaledSearcher, set_gate
 from deepyard.sweep.monitor import SweepMonitor, quiet_tune_progress
 from deepyard.sweep.search import build_searcher, point
 from deepyard.sweep.space import to_tune, trial_scheduler, trial_spec
+from deepyard.sweep.status import count_states
 from deepyard.sweep.trial import EXHAUSTED_FILE, TrialSetup, run_trial, trial_resources
 
 JOURNAL = "journal.jsonl"
@@ -48,10 +50,7 @@ def sweep_dir(sweep: SweepSpec) -> Path:
 
 def sweep_hash(sweep: SweepSpec) -> str:
     """What a resume must match: everything but the budget, which a resume may raise."""
-    import hashlib
-
-    text = json.dumps(sweep.model_dump(mode="json", exclude={"budget"}), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return spec_hash(sweep, exclude={"budget"})
 
 
 class SweepRunner:
@@ -218,7 +217,7 @@ class SweepRunner:
             "metric": self.sweep.metric,
             "mode": self.sweep.mode,
             "trials": len(status["trials"]),
-            "by_state": _count_states(status["trials"]),
+            "by_state": count_states(status["trials"]),
             "worker_hours": round(status["worker_hours"], 5),
             "elapsed_s": round(status["elapsed_s"], 1),
             "exhausted": status["exhausted"],
@@ -227,19 +226,12 @@ class SweepRunner:
         if best is None:
             summary["best_spec"] = None
         else:
-            spec = trial_spec(self.sweep.job, best["config"])
             path = self.dir / "best.yaml"
             header = (
-                f"# best trial {best['id']} of sweep {self.sweep.name}: "
-                f"{self.sweep.metric} {best[self.sweep.metric]:.4f} at step {best['step']}\n"
+                f"best trial {best['id']} of sweep {self.sweep.name}: "
+                f"{self.sweep.metric} {best[self.sweep.metric]:.4f} at step {best['step']}"
             )
-            path.write_text(
-                header
-                + yaml.safe_dump(
-                    spec.model_dump(mode="json", exclude_unset=True, by_alias=True),
-                    sort_keys=False,
-                )
-            )
+            path.write_text(to_yaml(trial_spec(self.sweep.job, best["config"]), header))
             summary["best_spec"] = str(path)
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         if best is None and status["trials"]:
@@ -248,10 +240,3 @@ class SweepRunner:
                 f"trial's log under {self.dir / 'trials'}"
             )
         return summary
-
-
-def _count_states(rows: list[dict[str, Any]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row["state"]] = counts.get(row["state"], 0) + 1
-    return counts

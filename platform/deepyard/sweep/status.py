@@ -102,10 +102,16 @@ def table(status: dict[str, Any]) -> Table:
     return out
 
 
-def status_line(status: dict[str, Any]) -> str:
+def count_states(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """How many trials are in each state, in the order states first appear."""
     counts: dict[str, int] = {}
-    for row in status["trials"]:
+    for row in rows:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
+    return counts
+
+
+def status_line(status: dict[str, Any]) -> str:
+    counts = count_states(status["trials"])
     shown = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no trials yet"
     spend = f"{status['worker_hours']:.3f} worker-h, {status['elapsed_s'] / 60:.1f} min"
     line = f"{status['state']}; {shown} of {status['num_trials']}; {spend}"

@@ -58,13 +58,7 @@ def trial_resources(setup: TrialSetup) -> Any:
 
 def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """Tune's function trainable: run the trial's job, reporting each evaluation."""
-    import ray
     from ray import tune
-
-    from deepyard.data import resolve_sources
-    from deepyard.launch.local import JobRunner
-    from deepyard.telemetry.session import open_run
-    from deepyard.train.loop import Sources
 
     trial_id = tune.get_context().get_trial_id()
     if (setup.sweep_dir / EXHAUSTED_FILE).exists():
@@ -72,8 +66,21 @@ def run_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     spec = setup.job(trial_id, config)
     setup.trial_dir(trial_id).mkdir(parents=True, exist_ok=True)
     usage = Usage(setup.trial_dir(trial_id), spec.resources.num_workers)
-    log = (setup.trial_dir(trial_id) / "trial.log").open("a")
-    session = open_run(spec, time.time(), Console(file=log, width=120))
+    with (setup.trial_dir(trial_id) / "trial.log").open("a") as log:
+        _run_job(setup, trial_id, spec, usage, Console(file=log, width=120))
+
+
+def _run_job(
+    setup: TrialSetup, trial_id: str, spec: JobSpec, usage: Usage, console: Console
+) -> None:
+    import ray
+
+    from deepyard.data import resolve_sources
+    from deepyard.launch.local import JobRunner
+    from deepyard.telemetry.session import open_run
+    from deepyard.train.loop import Sources
+
+    session = open_run(spec, time.time(), console)
     pbt = isinstance(setup.sweep.scheduler, PbtScheduler)
     if pbt:
         donor = donor_pointer(trial_id)
@@ -118,8 +125,11 @@ class Usage:
     def worker_hours(self) -> float:
         return self.before + self.num_workers * (time.monotonic() - self.started) / 3600
 
-    def save(self) -> None:
-        self.path.write_text(json.dumps({"worker_hours": self.worker_hours()}))
+    def save(self) -> float:
+        """Record the worker-hours so far; returns them."""
+        hours = self.worker_hours()
+        self.path.write_text(json.dumps({"worker_hours": hours}))
+        return hours
 
 
 class _Reporter:
@@ -134,9 +144,8 @@ class _Reporter:
             return
         from ray import tune
 
-        self.usage.save()
         metrics = {k: v for k, v in event["metrics"].items() if k != "num_samples"}
-        result = {**metrics, "step": event["step"], "worker_hours": self.usage.worker_hours()}
+        result = {**metrics, "step": event["step"], "worker_hours": self.usage.save()}
         if self.pbt_ref is None:
             tune.report(result)
         else:
