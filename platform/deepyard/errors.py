@@ -39,6 +39,10 @@ class RetryableError(DeepyardError):
     """A failure that a restart may cure (a lost worker, a lost node)."""
 
 
+class ClusterShrunk(DeepyardError):
+    """A node was lost and the cluster left cannot hold the job's gang: names the node."""
+
+
 class TrainingError(DeepyardError):
     """Training itself failed on a worker; carries the worker's own error once."""
 

@@ -24,7 +24,9 @@ DigitsJob = Callable[..., tuple[JobSpec, Sources]]
 def ray_session(dataset_cache: Path) -> Iterator[None]:
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, logging_level=logging.WARNING)
+    # 2 GPUs declared, none present: Ray hands out GPU ids all the same, which is what the
+    # GPU placement tests check (jobs without gpus_per_worker never see them).
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
         yield
     finally:

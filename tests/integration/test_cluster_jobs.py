@@ -1,11 +1,15 @@
 """Jobs on an existing Ray cluster through the Ray Jobs API, as a user drives them from
 another machine: a real two-node Ray cluster on 127.0.0.1 (`ray start --head` and a second
-`ray start --address`, 2 CPUs each) with token authentication, and the `deepyard submit |
-jobs list | status | logs | stop` commands as subprocesses.
+`ray start --address`, 2 CPUs and 2 `fake_gpu` each, a custom resource standing in for
+GPUs) with token authentication, and the `deepyard submit | jobs list | status | logs |
+stop` commands as subprocesses.
 
 - A submitted job trains on the cluster; status, list and logs show it.
 - SPREAD places one worker on each node.
 - A job that does not fit waits, says what it waits for, and starts when room is made.
+- Of two waiting jobs, the higher priority starts first.
+- A node killed mid-job: the job resumes from its checkpoint on the node left if its gang
+  fits there, and otherwise fails naming the lost node (it never hangs).
 - A long job is stopped.
 - A request without the token, or with another token, is refused with a message that
   says what to fix (CVE-2023-48022: the Jobs API must not run code for anyone).
@@ -16,9 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from deepyard.train.dist import free_port
+from deepyard.testing.cluster import LocalCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -53,67 +54,29 @@ class Head:
 
 
 @pytest.fixture(scope="module")
-def head() -> Iterator[Head]:
-    """A two-node Ray cluster with token authentication, on loopback; stopped by PID."""
-    token = secrets.token_hex(16)
-    temp = tempfile.mkdtemp(prefix="dy-ray-", dir="/tmp")  # short: Ray's socket paths
-    dashboard, gcs = free_port(), free_port()
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": token,
-        # The job's entrypoint runs `python`: this interpreter, with deepyard installed.
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-    ray = [str(Path(sys.executable).parent / "ray"), "start", "--block", "--num-cpus=2"]
-    common = ["--node-ip-address=127.0.0.1"]
-    head_node = [
-        *ray,
-        "--head",
-        f"--port={gcs}",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard}",
-        f"--ray-client-server-port={free_port()}",
-        f"--temp-dir={temp}",
-        *common,
-    ]
-    nodes = [_start(head_node, env)]
-    found = Head(f"http://127.0.0.1:{dashboard}", token)
+def cluster() -> Iterator[LocalCluster]:
+    """Two nodes, 2 CPUs and 2 `fake_gpu` each (a custom resource standing in for GPUs),
+    with token authentication, on loopback; stopped by PID."""
+    found = LocalCluster(cpus=2, resources={"fake_gpu": 2})
     try:
-        _wait_until_up(found, nodes[0])
-        # Its own temp dir: two nodes sharing one would each clean up the other's
-        # runtime-env files (a job's working dir vanished from under its workers).
-        second = [*ray, f"--address=127.0.0.1:{gcs}", f"--temp-dir={temp}/node2", *common]
-        nodes.append(_start(second, env))
+        found.start_node(0)
+        _wait_until_up(Head(found.address, found.token), found.nodes[0])
+        found.start_node(1)
+        found.wait_for_nodes(2)
         yield found
     finally:
-        for node in reversed(nodes):
-            _stop(node)
-        shutil.rmtree(temp, ignore_errors=True)
+        found.stop()
 
 
-def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: stopped with everything it started
-    )
+@pytest.fixture(scope="module")
+def head(cluster: LocalCluster) -> Head:
+    return Head(cluster.address, cluster.token)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _wait_until_up(head: Head, proc: subprocess.Popen[bytes]) -> None:
+def _wait_until_up(head: Head, proc: subprocess.Popen[bytes] | None) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        assert proc.poll() is None, "ray start --head exited"
+        assert proc is not None and proc.poll() is None, "ray start --head exited"
         done = deepyard("jobs", "list", env=head.env())
         if done.returncode == 0:
             return
@@ -195,21 +158,64 @@ def test_a_job_that_does_not_fit_waits_says_why_and_starts_when_room_is_made(
         head,
         "training.epochs=null",
         "training.max_steps=100000",
-        "resources.cpus_per_worker=2",  # 2 x 2 CPUs: the whole cluster
+        "resources.custom={fake_gpu: 2}",  # 2 workers x 2: every fake GPU of the cluster
         f"output_dir={tmp_path / 'big'}",
     )
     wait_for_log(head, big, " step ")
-    small = submit(head, "training.epochs=null", "training.max_steps=10", f"output_dir={tmp_path}")
-    wait_for(head, small, {"RUNNING"})
-    deadline = time.monotonic() + 60
-    waiting = status_line(head, small)
-    while "waiting for resources" not in waiting and time.monotonic() < deadline:
-        time.sleep(2)
-        waiting = status_line(head, small)
-    assert f"{small}: RUNNING (waiting for resources: needs 2 workers x 1 CPU; " in waiting
-    assert "cluster has 0 CPU free" in waiting
+    small = submit(
+        head,
+        "training.epochs=null",
+        "training.max_steps=10",
+        "resources.custom={fake_gpu: 1}",
+        f"output_dir={tmp_path}",
+    )
+    waiting = wait_for_status(head, small, "waiting for resources")
+    assert f"{small}: RUNNING (waiting for resources: needs 2 fake_gpu (2 workers x 1), " in (
+        waiting
+    )
+    assert "cluster has 0 free; needs 2 CPU (2 workers x 1), cluster has 2 free" in waiting
     assert deepyard("stop", big, env=head.env()).returncode == 0
     assert wait_for(head, small, {"SUCCEEDED", "FAILED", "STOPPED"}) == "SUCCEEDED"
+
+
+def test_the_higher_priority_job_starts_first_when_room_is_made(head: Head, tmp_path: Path) -> None:
+    whole = ("resources.custom={fake_gpu: 2}", "training.epochs=null")
+    busy = submit(head, *whole, "training.max_steps=100000", f"output_dir={tmp_path / 'busy'}")
+    wait_for_log(head, busy, " step ")
+    low = submit(head, *whole, "name=low", "training.max_steps=10", f"output_dir={tmp_path}")
+    wait_for_status(head, low, "waiting for resources")
+    high = submit(
+        head, *whole, "name=high", "priority=10", "training.max_steps=10", f"output_dir={tmp_path}"
+    )
+    wait_for_status(head, high, "waiting for resources")
+    # The low one now waits behind the high one (its note repeats every 15 s).
+    behind = wait_for_status(head, low, "behind 1 deepyard job(s) in the queue: high")
+    assert "behind" not in status_line(head, high)
+    assert deepyard("stop", busy, env=head.env()).returncode == 0
+    for job_id in (high, low):
+        assert wait_for(head, job_id, {"SUCCEEDED", "FAILED", "STOPPED"}) == "SUCCEEDED", behind
+    reserved = {name: phase_t(tmp_path, name, "resources_reserved") for name in ("low", "high")}
+    assert reserved["high"] < reserved["low"]
+
+
+def phase_t(output_dir: Path, job: str, phase: str) -> float:
+    (events,) = output_dir.glob(f"{job}/*/events.jsonl")
+    for line in events.read_text().splitlines():
+        event = json.loads(line)
+        if event["type"] == "phase" and event["name"] == phase:
+            return float(event["t"])
+    raise AssertionError(f"{job} has no {phase} phase")
+
+
+def wait_for_status(head: Head, job_id: str, text: str, timeout_s: float = 90) -> str:
+    """The job's status line once it contains `text`."""
+    deadline = time.monotonic() + timeout_s
+    line = status_line(head, job_id)
+    while text not in line:
+        assert time.monotonic() < deadline, f"{job_id}'s status never said {text!r}: {line}"
+        time.sleep(2)
+        line = status_line(head, job_id)
+    return line
 
 
 def wait_for_log(head: Head, job_id: str, text: str, timeout_s: float = 300) -> None:
@@ -249,3 +255,76 @@ def job_ids(head: Head) -> list[str]:
     listed = deepyard("jobs", "list", "--json", env=head.env())
     assert listed.returncode == 0, listed.stderr[-2000:]
     return [json.loads(line)["id"] for line in listed.stdout.splitlines()]
+
+
+def events_of(output_dir: Path, job: str = "digits-cnn") -> list[dict[str, object]]:
+    found = list(output_dir.glob(f"{job}/*/events.jsonl"))
+    if not found:
+        return []
+    return [json.loads(line) for line in found[0].read_text().splitlines() if line.strip()]
+
+
+def wait_for_event(output_dir: Path, kind: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(e["type"] == kind for e in events_of(output_dir)):
+        assert time.monotonic() < deadline, f"no {kind} event in {output_dir}"
+        time.sleep(1)
+
+
+@pytest.fixture
+def second_node_back(cluster: LocalCluster) -> Iterator[None]:
+    """A test that kills the second node gets it back before the next test."""
+    yield
+    if cluster.nodes[1] is None:
+        cluster.start_node(1)
+    cluster.wait_for_nodes(2)
+
+
+def test_a_lost_node_job_resumes_on_the_node_left_when_the_gang_fits(
+    cluster: LocalCluster, head: Head, tmp_path: Path, second_node_back: None
+) -> None:
+    job_id = submit(
+        head,
+        "training.epochs=null",
+        "training.max_steps=400",
+        "resources.placement=SPREAD",  # a rank on each node; both fit on one if they must
+        "checkpoint.every_steps=20",
+        "failure.max_restarts=2",
+        f"output_dir={tmp_path}",
+    )
+    wait_for_event(tmp_path, "checkpoint_saved")
+    cluster.kill_node(1)
+    final = wait_for(head, job_id, {"SUCCEEDED", "FAILED", "STOPPED"})
+    assert final == "SUCCEEDED", deepyard("logs", job_id, env=head.env()).stdout[-3000:]
+    events = events_of(tmp_path)
+    failed = [e for e in events if e["type"] == "attempt_failed"]
+    assert failed and failed[0]["cause"] == "worker_lost" and failed[0]["retry"]
+    (recovered,) = [e for e in events if e["type"] == "recovered"][:1]
+    assert recovered["resumed_step"] >= 20  # from a checkpoint, not from scratch
+    placed = [e["nodes"] for e in events if e["type"] == "workers"]
+    assert len(set(placed[0])) == 2 and len(set(placed[-1])) == 1  # both ranks on the head
+
+
+def test_a_lost_node_fails_the_job_naming_it_when_the_gang_no_longer_fits(
+    cluster: LocalCluster, head: Head, tmp_path: Path, second_node_back: None
+) -> None:
+    job_id = submit(
+        head,
+        "training.epochs=null",
+        "training.max_steps=100000",
+        "resources.placement=STRICT_SPREAD",  # one rank per node: needs both nodes
+        "failure.max_restarts=2",
+        "failure.lost_node_wait_s=5",
+        f"output_dir={tmp_path}",
+    )
+    wait_for_log(head, job_id, " step ")
+    lost = next(e for e in events_of(tmp_path) if e["type"] == "workers")["nodes"]
+    cluster.kill_node(1)
+    assert wait_for(head, job_id, {"SUCCEEDED", "FAILED", "STOPPED"}) == "FAILED"
+    logs = deepyard("logs", job_id, env=head.env()).stdout
+    assert isinstance(lost, list)
+    named = [node[:8] for node in lost if f"(node {node[:8]})" in logs]
+    assert len(named) == 1, logs[-3000:]  # the lost one, not the head that is left
+    assert "failure.lost_node_wait_s" in logs and "Traceback" not in logs[-2000:]
+    failed = [e for e in events_of(tmp_path) if e["type"] == "attempt_failed"]
+    assert [e["cause"] for e in failed] == ["worker_lost", "cluster_shrunk"]

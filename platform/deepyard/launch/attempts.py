@@ -16,13 +16,13 @@ from typing import Any
 from deepyard import spec as specs
 from deepyard.checkpoint import catalog
 from deepyard.checkpoint.store import Store
-from deepyard.errors import CheckpointError, DataError, DeepyardError, SpecError
+from deepyard.errors import CheckpointError, ClusterShrunk, DataError, DeepyardError, SpecError
 from deepyard.spec import JobSpec
 from deepyard.train.plan import AttemptPlan
 
 Warn = Callable[[str], None]
 # The user must act on these; a restart would fail the same way.
-PERMANENT = (SpecError, DataError, CheckpointError)
+PERMANENT = (SpecError, DataError, CheckpointError, ClusterShrunk)
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ def failure_cause(error: BaseException) -> str:
         "WorkerHung": "hang",
         "CheckpointError": "checkpoint",
         "TrainingError": "training",
+        "ClusterShrunk": "cluster_shrunk",
     }
     return names.get(type(error).__name__, type(error).__name__.lower())
 

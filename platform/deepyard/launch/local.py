@@ -80,6 +80,9 @@ class JobRunner:
         self.attempts = Attempts()
         self.group: WorkerGroup | None = None
         self.stop_requested = False
+        self.embedded = False  # we started Ray: this job is its only one, no queue to keep
+        self.nodes: list[str] = []  # the Ray nodes the current attempt's ranks run on
+        self.lost_from: list[str] = []  # ... and the last failed attempt's
 
     def _sigterm(self, signum: int, frame: Any) -> None:
         self.request_stop()
@@ -99,7 +102,7 @@ class JobRunner:
         original = _on_sigterm(self._sigterm)  # ray.init takes seconds: cover it too
         started = False
         try:
-            started = connect(self.spec, address)
+            started = self.embedded = connect(self.spec, address)
             _on_sigterm(self._sigterm)  # ray.init installed its own handler over ours
             self.on_event({"type": "phase", "name": "ray_ready", "t": time.time()})
             policy = FailurePolicy(self.spec.failure.max_restarts)
@@ -122,6 +125,7 @@ class JobRunner:
                     if not retry:
                         raise
                     self.attempts.failed(exc)
+                    self.lost_from = self.nodes
                     self.wait_note(
                         f"attempt {self.attempts.attempt - 1} failed: {str(exc).splitlines()[0]}"
                         f"; restarting (attempt {self.attempts.attempt} of "
@@ -136,7 +140,14 @@ class JobRunner:
         plan = plan_attempt(
             self.spec, self.attempts.attempt, lineage, self.run_id, self.wait_note, os.getpid()
         )
-        self.group = WorkerGroup(self.spec, self._observe, self.wait_note, self.placement)
+        self.group = WorkerGroup(
+            self.spec,
+            self._observe,
+            self.wait_note,
+            self.placement,
+            queue=not self.embedded,
+            lost_from=self.lost_from,
+        )
         self.group.stop_requested = self.stop_requested
         try:
             self.group.start()
@@ -155,6 +166,8 @@ class JobRunner:
         self.wait_note(f"hung: every rank's Python stack is in {self.log_dir / name}")
 
     def _observe(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "workers":
+            self.nodes = list(event["nodes"])
         recovered = self.attempts.observe(event)
         self.on_event({**event, "attempt": self.attempts.attempt})
         if recovered is not None:

@@ -15,6 +15,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from deepyard.telemetry.record import new_run_id
 
 SPEC_FILE = "job.yaml"
 DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"
+ENTRYPOINT = f"python -m deepyard.cli.main run {SPEC_FILE} --address auto"
+AGENT_WAIT_S = 60.0  # how long a submission waits for a just-started head's job agent
 
 
 class ClusterError(DeepyardError):
@@ -122,17 +125,22 @@ class Cluster:
                 package.mkdir()
             header = f"submitted by deepyard as {job_id}, spec hash {spec_hash(spec)}"
             (package / SPEC_FILE).write_text(to_yaml(spec, header))
-            try:
-                return str(
-                    self.client.submit_job(
-                        entrypoint=f"python -m deepyard.cli.main run {SPEC_FILE} --address auto",
-                        submission_id=job_id,
-                        runtime_env={"working_dir": str(package)},
-                        metadata={"deepyard_job": spec.name, "spec_hash": spec_hash(spec)},
+            deadline = time.monotonic() + AGENT_WAIT_S
+            while True:
+                try:
+                    return str(
+                        self.client.submit_job(
+                            entrypoint=ENTRYPOINT,
+                            submission_id=job_id,
+                            runtime_env={"working_dir": str(package)},
+                            metadata={"deepyard_job": spec.name, "spec_hash": spec_hash(spec)},
+                        )
                     )
-                )
-            except Exception as exc:
-                raise self._explain(exc) from None
+                except Exception as exc:
+                    # A head that has just started answers before its job agent is up.
+                    if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                        raise self._explain(exc) from None
+                    time.sleep(2.0)
 
     def jobs(self) -> list[JobRow]:
         try:

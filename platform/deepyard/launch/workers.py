@@ -17,31 +17,30 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from deepyard.errors import DeepyardError, RetryableError, TrainingError
-from deepyard.spec import JobSpec
+from deepyard.errors import ClusterShrunk, DeepyardError, RetryableError, TrainingError
+from deepyard.launch.admission import Admission
+from deepyard.launch.placement import (
+    Address,
+    bundles,
+    contexts,
+    fits,
+    node_label,
+    waiting_message,
+)
+from deepyard.spec import JobSpec, ResourcesSpec
 from deepyard.train.dist import WorkerContext, free_port
 from deepyard.train.loop import Sources
 from deepyard.train.plan import AttemptPlan
 
 OnEvent = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class Address:
-    """Where one rank runs: its node's IP, a free port there, its PID and Ray node id."""
-
-    ip: str
-    port: int
-    pid: int
-    node_id: str
 
 
 class WorkerLost(RetryableError):
@@ -62,7 +61,8 @@ class TrainWorker:
 
     def address(self) -> Address:
         node = ray.get_runtime_context().get_node_id()
-        return Address(ray.util.get_node_ip_address(), free_port(), os.getpid(), node)
+        gpus = tuple(str(gpu) for gpu in ray.get_gpu_ids())
+        return Address(ray.util.get_node_ip_address(), free_port(), os.getpid(), node, gpus)
 
     def run(
         self, spec: JobSpec, sources: Sources, ctx: WorkerContext, plan: AttemptPlan
@@ -91,14 +91,6 @@ class TrainWorker:
         return out
 
 
-def bundles(spec: JobSpec) -> list[dict[str, float]]:
-    res = spec.resources
-    bundle: dict[str, float] = {"CPU": float(res.cpus_per_worker)}
-    if res.gpus_per_worker:
-        bundle["GPU"] = float(res.gpus_per_worker)
-    return [dict(bundle) for _ in range(res.num_workers)]
-
-
 class WorkerGroup:
     """Start, run and stop the job's workers; `stop()` is safe to call at any time."""
 
@@ -108,13 +100,20 @@ class WorkerGroup:
         on_event: OnEvent,
         wait_note: Callable[[str], None],
         placement: PlacementGroup | None = None,
+        queue: bool = True,
+        lost_from: list[str] | None = None,
     ) -> None:
         """`placement`: a placement group reserved for the job already (a sweep trial's,
-        one bundle per rank); by default the group reserves and releases its own."""
+        one bundle per rank); by default the group reserves and releases its own, after
+        its turn in the cluster's priority queue (`queue`; launch/admission.py).
+        `lost_from`: the nodes of the attempt that failed: if the gang no longer fits the
+        cluster, it waits `failure.lost_node_wait_s` for room, then fails naming them."""
         self.spec = spec
         self.on_event = on_event
         self.wait_note = wait_note
         self.placement = placement
+        self.queue = queue
+        self.lost_from = lost_from or []
         self.pg: PlacementGroup | None = None
         self.actors: list[Any] = []
         self.pids: list[int] = []
@@ -122,10 +121,12 @@ class WorkerGroup:
         self.hang_report = ""  # every rank's stacks, when the attempt hung
 
     def start(self) -> None:
-        self.pg = self.placement or placement_group(
-            bundles(self.spec), strategy=self.spec.resources.placement
-        )
-        self._wait_for_placement()
+        if self.placement is not None:
+            self.pg = self.placement
+            self._wait_for_placement()
+        else:
+            self._admit()
+        assert self.pg is not None
         self.on_event({"type": "phase", "name": "resources_reserved", "t": time.time()})
         res = self.spec.resources
         worker_cls = ray.remote(TrainWorker)
@@ -133,6 +134,7 @@ class WorkerGroup:
             worker_cls.options(
                 num_cpus=res.cpus_per_worker,
                 num_gpus=res.gpus_per_worker,
+                resources=dict(res.custom),
                 max_concurrency=3,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     self.pg, placement_group_bundle_index=rank
@@ -150,15 +152,40 @@ class WorkerGroup:
                 noted = time.monotonic()
                 self.wait_note(self._waiting_message())
 
-    def _waiting_message(self) -> str:
+    def _admit(self) -> None:
+        """Reserve the gang when it is this job's turn; until then wait, saying why."""
         res = self.spec.resources
-        free = ray.available_resources()
-        need = f"{res.num_workers} workers x {res.cpus_per_worker} CPU"
-        have = f"cluster has {free.get('CPU', 0):g} CPU"
-        if res.gpus_per_worker:
-            need += f" + {res.gpus_per_worker} GPU"
-            have += f" and {free.get('GPU', 0):g} GPU"
-        return f"waiting for resources: needs {need}; {have} free"
+        admission = (
+            Admission(uuid.uuid4().hex, self.spec.priority, self.spec.name, self.wait_note)
+            if self.queue
+            else None
+        )
+        room = _Room(res, self.lost_from, self.spec.failure.lost_node_wait_s)
+        noted, ready = time.monotonic() - 13, None  # the first note after 2 s
+        try:
+            while True:
+                ahead = admission.ahead() if admission is not None else []
+                if ahead and self.pg is not None:  # a higher priority arrived: it goes first
+                    remove_placement_group(self.pg)
+                    self.pg = ready = None
+                if not ahead and self.pg is None:
+                    self.pg = placement_group(bundles(res), strategy=res.placement)
+                    ready = self.pg.ready()
+                if ready is not None and ray.wait([ready], timeout=1.0)[0]:
+                    return
+                if ready is None:
+                    time.sleep(1.0)
+                room.check()
+                if time.monotonic() - noted > 15:
+                    noted = time.monotonic()
+                    self.wait_note(self._waiting_message(ahead))
+        finally:
+            if admission is not None:
+                admission.leave()
+
+    def _waiting_message(self, ahead: list[str] | None = None) -> str:
+        free, total = ray.available_resources(), ray.cluster_resources()
+        return waiting_message(self.spec.resources, free, total, ahead)
 
     def run(self, sources: Sources, plan: AttemptPlan, poll_s: float = 0.25) -> dict[str, Any]:
         addresses: list[Address] = ray.get([a.address.remote() for a in self.actors])
@@ -169,13 +196,14 @@ class WorkerGroup:
                 "type": "workers",
                 "nodes": [a.node_id for a in addresses],  # by rank: where the gang landed
                 "pids": self.pids,
+                "gpus": [list(a.gpu_ids) for a in addresses],
                 "t": time.time(),
             }
         )
-        contexts = _contexts(addresses)
+        ranks_at = contexts(addresses)
         ranks = {
             actor.run.remote(self.spec, sources, ctx, plan): ctx.rank
-            for actor, ctx in zip(self.actors, contexts, strict=True)
+            for actor, ctx in zip(self.actors, ranks_at, strict=True)
         }
         pending, result, stop_sent = list(ranks), {}, False
         watch = _Progress(self.spec.failure.hang_timeout_s)
@@ -302,14 +330,34 @@ class _Progress:
         )
 
 
-def _contexts(addresses: list[Address]) -> list[WorkerContext]:
-    """Rank 0's node and port host the rendezvous; local ranks count workers per Ray node
-    (by node id: two nodes may share an IP, as in a one-machine test cluster)."""
-    master = addresses[0]
-    per_node: dict[str, int] = collections.Counter()
-    contexts = []
-    for rank, address in enumerate(addresses):
-        local = per_node[address.node_id]
-        contexts.append(WorkerContext(rank, len(addresses), local, master.ip, master.port))
-        per_node[address.node_id] += 1
-    return contexts
+class _Room:
+    """After a node loss: whether the cluster's live nodes can still hold the gang, and
+    the failure, naming the lost nodes, once it could not for `wait_s`."""
+
+    def __init__(self, res: ResourcesSpec, lost_from: list[str], wait_s: float) -> None:
+        self.res, self.lost_from, self.wait_s = res, lost_from, wait_s
+        self.short_since: float | None = None
+        self.checked = 0.0
+
+    def check(self) -> None:
+        if not self.lost_from or time.monotonic() - self.checked < 2.0:
+            return
+        self.checked = time.monotonic()
+        nodes = ray.nodes()
+        alive = [n["Resources"] for n in nodes if n["Alive"]]
+        if fits(self.res, alive):
+            self.short_since = None
+            return
+        self.short_since = self.short_since or time.monotonic()
+        if time.monotonic() - self.short_since < self.wait_s:
+            return
+        lost = [n for n in nodes if not n["Alive"] and n["NodeID"] in self.lost_from]
+        named = ", ".join(node_label(n) for n in lost) or "a node of the last attempt"
+        have = sum(n.get("CPU", 0.0) for n in alive)
+        raise ClusterShrunk(
+            f"lost {named}, and the {len(alive)} node(s) left ({have:g} CPU in all) cannot "
+            f"hold the job's {self.res.num_workers} workers x {self.res.per_worker()} "
+            f"({self.res.placement}); waited {self.wait_s:g} s (failure.lost_node_wait_s) "
+            "for nodes to come back. Submit it again when the cluster has room: it resumes "
+            "from its newest checkpoint"
+        )

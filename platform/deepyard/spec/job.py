@@ -243,6 +243,38 @@ class ResourcesSpec(_Spec):
         "fills as few nodes as possible, SPREAD puts workers on different nodes where it can; "
         "STRICT_ forms insist (one node; one worker per node).",
     )
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description="Other Ray resources each worker needs, by name, e.g. {TPU: 4} or a "
+        "resource that marks a node kind ({a100_node: 1}); nodes declare them with "
+        "`ray start --resources`.",
+    )
+
+    @field_validator("custom")
+    @classmethod
+    def _custom_names(cls, custom: dict[str, float]) -> dict[str, float]:
+        owned = {"CPU": "cpus_per_worker", "GPU": "gpus_per_worker"}
+        for name, amount in custom.items():
+            if name in owned:
+                raise ValueError(f"resources.custom.{name}: set resources.{owned[name]} instead")
+            if name in ("memory", "object_store_memory") or not name.strip():
+                raise ValueError(
+                    f"resources.custom has {name!r}, which is not a resource a worker can "
+                    "reserve; name a resource the nodes declare with `ray start --resources`"
+                )
+            if amount <= 0:
+                raise ValueError(
+                    f"resources.custom.{name}={amount:g}: an amount must be above 0; "
+                    "remove the entry if the workers do not need it"
+                )
+        return custom
+
+    def per_worker(self) -> dict[str, float]:
+        """One worker's Ray resources (its placement-group bundle)."""
+        bundle = {"CPU": float(self.cpus_per_worker)}
+        if self.gpus_per_worker:
+            bundle["GPU"] = float(self.gpus_per_worker)
+        return {**bundle, **{k: float(v) for k, v in self.custom.items()}}
 
 
 class ParallelismSpec(_Spec):
@@ -286,6 +318,14 @@ class JobSpec(_Spec):
     optimizer: OptimizerSpec = OptimizerSpec()
     training: TrainingSpec
     resources: ResourcesSpec = ResourcesSpec()
+    priority: int = Field(
+        default=0,
+        ge=-1000,
+        le=1000,
+        description="When deepyard jobs wait for the same cluster, higher priority starts "
+        "first (ties: the one that waited longer). It orders waiting jobs; it never stops a "
+        "running one.",
+    )
     parallelism: ParallelismSpec = ParallelismSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
     failure: FailureSpec = FailureSpec()

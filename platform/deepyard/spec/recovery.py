@@ -91,6 +91,14 @@ class FailureSpec(_Spec):
         "attempt counts as hung: every rank's stack is dumped and the attempt is failed. "
         "null: never.",
     )
+    lost_node_wait_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="After a node that held workers is lost, how long a restart waits for "
+        "the cluster to have room for the whole gang again (a replacement node) before "
+        "failing with the lost node's name. Where the gang fits the nodes left, it restarts "
+        "on them at once.",
+    )
 
 
 class FaultSpec(_Spec):

@@ -47,11 +47,13 @@ def trial_resources(setup: TrialSetup) -> Any:
     trial's values, e.g. resources.num_workers), none for the trainable itself."""
     from ray.tune import PlacementGroupFactory
 
-    from deepyard.launch.workers import bundles
+    from deepyard.launch.placement import bundles
 
     def per_trial(config: dict[str, Any]) -> PlacementGroupFactory:
         spec = trial_spec(setup.sweep.job, config)
-        return PlacementGroupFactory([{}, *bundles(spec)], strategy=spec.resources.placement)
+        return PlacementGroupFactory(
+            [{}, *bundles(spec.resources)], strategy=spec.resources.placement
+        )
 
     return per_trial
 

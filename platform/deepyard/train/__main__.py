@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _plan(spec: specs.JobSpec, ctx: WorkerContext, restart: bool, session: Any) -> AttemptPlan:
     """Rank 0 picks the lineage and checkpoint; every rank gets the same plan."""
-    init_process_group(ctx, spec.resources.cpus_per_worker)
+    init_process_group(ctx, spec.resources.cpus_per_worker, spec.resources.gpus_per_worker)
     plan: list[Any] = [None]
     if ctx.rank == 0:
         lineage = open_lineage(spec, restart)

@@ -11,6 +11,8 @@ from datetime import timedelta
 
 import torch
 
+from deepyard.errors import SpecError
+
 
 @dataclass(frozen=True)
 class WorkerContext:
@@ -19,6 +21,10 @@ class WorkerContext:
     local_rank: int
     master_addr: str
     master_port: int
+    # On GPU: this node's gang GPUs, shown to every local worker, and the one this rank
+    # drives (its index among them). None: every GPU is visible and local_rank is the index.
+    visible_devices: str | None = None
+    device_index: int | None = None
 
     @classmethod
     def from_env(cls) -> WorkerContext:
@@ -49,11 +55,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def init_process_group(ctx: WorkerContext, cpus: int, timeout_s: float = 600.0) -> torch.device:
-    """Join the job's process group (NCCL on GPU, gloo on CPU); returns this rank's device."""
+def init_process_group(
+    ctx: WorkerContext, cpus: int, gpus: int = 0, timeout_s: float = 600.0
+) -> torch.device:
+    """Join the job's process group: NCCL when the job asks for GPUs, gloo otherwise;
+    returns this rank's device."""
     torch.set_num_threads(cpus)  # oversubscribed threads made CPU steps 3-4x slower
     ctx.export()
-    _quiet_deepspeed()
+    if ctx.visible_devices is not None:  # before anything initialises CUDA
+        os.environ["CUDA_VISIBLE_DEVICES"] = ctx.visible_devices
+    on_gpu = gpus > 0
+    if on_gpu and not torch.cuda.is_available():
+        raise SpecError(
+            f"resources.gpus_per_worker={gpus}, but rank {ctx.rank} on {socket.gethostname()} "
+            f"sees no CUDA device (torch {torch.__version__}, CUDA build: "
+            f"{torch.version.cuda or 'none'}); run on nodes with GPUs and a CUDA build of "
+            "torch, or set resources.gpus_per_worker: 0 to train on CPU"
+        )
+    _quiet_deepspeed(on_gpu)
     import importlib
 
     import deepspeed
@@ -61,7 +80,6 @@ def init_process_group(ctx: WorkerContext, cpus: int, timeout_s: float = 600.0) 
     # importlib: `deepspeed.comm.torch` as an attribute is the re-exported torch package.
     ds_torch = importlib.import_module("deepspeed.comm.torch")
 
-    on_gpu = torch.cuda.is_available()
     if not on_gpu:
         # The CPU shared-memory all-reduce op only serves inference and costs a 1-3 minute
         # compile on first use; training all-reduces go through gloo.
@@ -72,13 +90,14 @@ def init_process_group(ctx: WorkerContext, cpus: int, timeout_s: float = 600.0) 
         verbose=False,
     )
     if on_gpu:
-        torch.cuda.set_device(ctx.local_rank)
-        return torch.device("cuda", ctx.local_rank)
+        index = ctx.local_rank if ctx.device_index is None else ctx.device_index
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 
-def _quiet_deepspeed() -> None:
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+def _quiet_deepspeed(on_gpu: bool) -> None:
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if on_gpu else "cpu")
     for name in ("DeepSpeed", "deepspeed"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # Known, harmless: DeepSpeed's own use of a deprecated collective; read-only Arrow

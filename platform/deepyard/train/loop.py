@@ -179,7 +179,7 @@ def build_parts(
     """Process group, data, model, loader, DeepSpeed engine and checkpoint state, each phase
     reported; resumes from `plan.resume` when there is one."""
     say({"type": "phase", "name": "worker_started", "t": time.time()})
-    device = init_process_group(ctx, spec.resources.cpus_per_worker)
+    device = init_process_group(ctx, spec.resources.cpus_per_worker, spec.resources.gpus_per_worker)
     say({"type": "phase", "name": "process_group", "t": time.time()})
     source, eval_data = _open_data(spec, sources)
     say({"type": "phase", "name": "data_loaded", "t": time.time()})

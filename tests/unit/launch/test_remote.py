@@ -32,19 +32,3 @@ def test_token_sources_in_rays_order(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert find_token(given) == "from-flag"
     with pytest.raises(ClusterUsageError, match="no such file"):
         find_token(tmp_path / "missing")
-
-
-def test_local_ranks_count_workers_per_ray_node_not_per_ip() -> None:
-    """Two Ray nodes on one machine share an IP; each node's workers still count from 0."""
-    from deepyard.launch.workers import Address, _contexts
-
-    addresses = [
-        Address("10.0.0.1", 29500, 11, "node-a"),
-        Address("10.0.0.1", 29501, 12, "node-b"),
-        Address("10.0.0.1", 29502, 13, "node-a"),
-    ]
-    contexts = _contexts(addresses)
-    assert [c.local_rank for c in contexts] == [0, 0, 1]
-    assert {(c.master_addr, c.master_port, c.world_size) for c in contexts} == {
-        ("10.0.0.1", 29500, 3)
-    }

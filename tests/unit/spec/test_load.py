@@ -155,6 +155,26 @@ BAD_SPECS = [
         ["training: required but missing", "add it"],
     ),
     (
+        "custom-gpu",
+        ("", "resources:\n  custom:\n    GPU: 1\n"),
+        ["resources.custom.GPU: set resources.gpus_per_worker instead"],
+    ),
+    (
+        "custom-zero",
+        ("", "resources:\n  custom:\n    fake_gpu: 0\n"),
+        ["resources.custom.fake_gpu=0: an amount must be above 0", "remove the entry"],
+    ),
+    (
+        "custom-memory",
+        ("", "resources:\n  custom:\n    memory: 100\n"),
+        ["'memory', which is not a resource a worker can reserve", "ray start --resources"],
+    ),
+    (
+        "priority-out-of-range",
+        ("", "priority: 5000\n"),
+        ["job.yaml:10:", "priority = 5000", "less than or equal to 1000"],
+    ),
+    (
         "both-lengths",
         ("max_steps: 5", "max_steps: 5\n  epochs: 2"),
         ["job.yaml:8:", "training.max_steps and training.epochs are alternatives"],

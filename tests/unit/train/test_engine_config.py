@@ -175,3 +175,15 @@ def test_optimizer_follows_the_spec(spec) -> None:
     sgd = build_optimizer(spec(optimizer={"name": "sgd", "momentum": 0.5}), model)
     assert isinstance(sgd, torch.optim.SGD)
     assert sgd.param_groups[0]["momentum"] == 0.5
+
+
+def test_a_gpu_job_on_a_node_without_cuda_fails_saying_so() -> None:
+    """gpus_per_worker means NCCL on CUDA devices: never a silent fall-back to CPU."""
+
+    from deepyard.errors import SpecError
+    from deepyard.train.dist import WorkerContext, free_port, init_process_group
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SpecError, match=r"resources.gpus_per_worker=1, but rank 0 .* no CUDA"):
+        init_process_group(WorkerContext(0, 1, 0, "127.0.0.1", free_port()), 1, gpus=1)
