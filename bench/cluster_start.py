@@ -7,9 +7,9 @@ same job run embedded with `deepyard run`, in one run.
                starts them); the job's entrypoint runs `deepyard run --address auto` there
   (c) spread:  (b) with `resources.placement=SPREAD`: one worker on each node
 
-Each run's clock starts just before its command starts; its first step is the `t` of
-step 1's event in the run's events.jsonl (the job writes it on this machine, cluster or
-not). Prints a table, writes bench/out/cluster_start.json.
+Each run's clock starts just before its command starts; its first step is the time step 1
+ended: the first row of the run's history.parquet (the job writes it on this machine,
+cluster or not). Prints a table, writes bench/out/cluster_start.json.
 
 Usage: .venv/bin/python bench/cluster_start.py [--repeats R] [--job JOB] [--steps N]
 """
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
@@ -50,10 +51,10 @@ def first_step(out: Path, timeout_s: float) -> tuple[float, Result]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for summary in out.glob("*/*/summary.json"):
-            events = summary.parent / "events.jsonl"
-            records = [json.loads(line) for line in events.read_text().splitlines() if line]
-            step = next(e for e in records if e["type"] == "step" and e["step"] == 1)
-            return float(step["t"]), json.loads(summary.read_text()).get("startup_s", {})
+            history = pq.read_table(summary.parent / "history.parquet", columns=["step", "t"])
+            assert history.column("step")[0].as_py() == 1
+            first = float(history.column("t")[0].as_py())
+            return first, json.loads(summary.read_text()).get("startup_s", {})
         time.sleep(0.5)
     raise TimeoutError(f"no finished run under {out} within {timeout_s:.0f} s")
 
@@ -79,6 +80,29 @@ def one(kind: str, job: str, steps: int, cluster: LocalCluster | None, timeout_s
         "to_first_step_s": round(step_t - started, 3),
         "startup_s": phases,
     }
+
+
+def phase_table(runs: list[Result]) -> Table:
+    """Median seconds per start-up phase; "before the job's process" is what the Jobs API
+    adds before `deepyard run` starts on the cluster (upload, job supervisor, runtime env),
+    or for `run` the interpreter's start."""
+    kinds = ("run", "submit", "spread")
+    table = Table(title="where the time goes (median seconds per phase)")
+    table.add_column("phase")
+    for kind in kinds:
+        table.add_column(kind)
+    names = list(dict.fromkeys(name for r in runs for name in r["startup_s"]))
+    for name in ["before the job's process", *names]:
+        cells = []
+        for kind in kinds:
+            mine = [r for r in runs if r["kind"] == kind]
+            if name == "before the job's process":
+                values = [r["to_first_step_s"] - sum(r["startup_s"].values()) for r in mine]
+            else:
+                values = [r["startup_s"].get(name, 0.0) for r in mine]
+            cells.append(f"{statistics.median(values):.2f}")
+        table.add_row(name, *cells)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             label, f"{medians[kind]:.1f}", f"{command:.1f}", f"{medians[kind] / medians['run']:.2f}"
         )
     Console().print(table)
+    Console().print(phase_table(runs))
     result = {
         "job": args.job,
         "steps": args.steps,
