@@ -326,5 +326,8 @@ def test_a_lost_node_fails_the_job_naming_it_when_the_gang_no_longer_fits(
     named = [node[:8] for node in lost if f"(node {node[:8]})" in logs]
     assert len(named) == 1, logs[-3000:]  # the lost one, not the head that is left
     assert "failure.lost_node_wait_s" in logs and "Traceback" not in logs[-2000:]
+    # status says why, in deepyard's words (not "entrypoint failed with exit code 1")
+    failed_line = status_line(head, job_id)
+    assert f"{job_id}: FAILED (lost " in failed_line and f"(node {named[0]})" in failed_line
     failed = [e for e in events_of(tmp_path) if e["type"] == "attempt_failed"]
     assert [e["cause"] for e in failed] == ["worker_lost", "cluster_shrunk"]

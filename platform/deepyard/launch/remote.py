@@ -153,6 +153,9 @@ class Cluster:
     def status(self, job_id: str) -> JobRow:
         """The job's state; a running job still waiting for its gang says what it needs."""
         row = self._info(job_id)
+        if row.status == "FAILED":  # deepyard's own error, not "entrypoint failed"
+            error = _error_line(self._log_text(job_id))
+            return dataclasses.replace(row, message=error) if error else row
         if row.status != "RUNNING":
             return row
         waiting = _waiting_line(self._log_text(job_id))
@@ -202,6 +205,14 @@ class Cluster:
             return bool(self.client.stop_job(job_id))
         except Exception as exc:
             raise self._explain(exc) from None
+
+
+def _error_line(logs: str) -> str | None:
+    """The error the job's `deepyard run` ended with (its last `error: ...` line)."""
+    for line in reversed(logs.strip().splitlines()[-200:]):
+        if line.startswith("error: "):
+            return line.removeprefix("error: ").strip()
+    return None
 
 
 def _waiting_line(logs: str) -> str | None:
