@@ -97,7 +97,7 @@ def deepyard_loader(folder: Path, batch: int) -> Any:
 def ray_data(folder: Path, batch: int) -> Any:
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
         dataset = ray.data.read_parquet(str(folder))
         for item in dataset.iter_torch_batches(batch_size=batch):

@@ -77,7 +77,12 @@ def trivial_trials(n: int, out: Path) -> dict[str, float]:
     def trial(config: dict[str, Any]) -> None:
         tune.report({"accuracy": config["optimizer.lr"], "step": 1})
 
-    ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, logging_level=logging.ERROR)
+    ray.init(
+        address="local",
+        num_cpus=os.cpu_count() or 2,
+        include_dashboard=False,
+        logging_level=logging.ERROR,
+    )
     try:
         text = SWEEP.format(
             name="trivial",

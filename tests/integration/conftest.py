@@ -26,7 +26,13 @@ def ray_session(dataset_cache: Path) -> Iterator[None]:
 
     # 2 GPUs declared, none present: Ray hands out GPU ids all the same, which is what the
     # GPU placement tests check (jobs without gpus_per_worker never see them).
-    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(
+        address="local",
+        num_cpus=4,
+        num_gpus=2,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+    )
     try:
         yield
     finally:

@@ -45,6 +45,9 @@ def connect(spec: JobSpec, address: str | None) -> bool:
         return False
     res = spec.resources
     ray.init(
+        # "local": a new embedded Ray even when another runs on this machine (never join
+        # someone's cluster unasked; --address does that).
+        address="local",
         # data.engine=ray runs Ray Data tasks beside the workers: leave them CPUs to run on.
         num_cpus=max(os.cpu_count() or 1, res.num_workers * res.cpus_per_worker)
         + (2 if spec.data.engine == "ray" else 0),

@@ -117,6 +117,7 @@ class SweepRunner:
             return False
         res = self.sweep.job.resources
         ray.init(
+            address="local",  # a new embedded Ray, never another one found on this machine
             num_cpus=max(os.cpu_count() or 1, res.num_workers * res.cpus_per_worker),
             include_dashboard=False,
             _node_ip_address="127.0.0.1",  # secure by default: loopback only
