@@ -70,6 +70,7 @@ class Parts:
     saves: checkpointing.Saves
     flops_per_sample: float  # forward pass (telemetry.flops)
     peak_flops: float | None  # all devices of the job; None on CPU
+    eval_classes: dict[str, Any] | None = None  # the last evaluation's per-class report
 
 
 def train(
@@ -169,6 +170,7 @@ def train(
     last = saves.start_step + len(losses)
     return {
         **_summary(spec, last, losses, step_times, batches, parts.source.num_rows, saves),
+        **({"eval_classes": parts.eval_classes} if parts.eval_classes else {}),
         "outcome": outcome,
     }
 
@@ -229,7 +231,7 @@ def score(
     """Evaluate on the whole eval split (all ranks take part); {} without one."""
     if parts.eval_data is None:
         return {}
-    metrics = evaluate(
+    result = evaluate(
         parts.engine,
         parts.eval_data,
         ctx.rank,
@@ -238,8 +240,10 @@ def score(
         parts.device,
         parts.dtype,
     )
+    metrics = result.metrics
     say({"type": "eval", "step": step, "metrics": metrics, "t": time.time()})
     parts.saves.metrics, parts.saves.metrics_step = metrics, step
+    parts.eval_classes = result.classes
     return metrics
 
 
