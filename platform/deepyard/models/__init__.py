@@ -3,8 +3,10 @@
 from deepyard.models import (  # noqa: F401  (register the built-in families)
     cnn,
     inception,
+    lstm,
     mlp,
     mobilenet,
+    transformer,
 )
 from deepyard.models.registry import (
     ModelEntry,

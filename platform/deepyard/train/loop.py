@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from deepyard import models
 from deepyard.data import TensorData, engines, read_split
 from deepyard.data.source import ParquetSource
-from deepyard.data.text import load_tokenizer
+from deepyard.data.text import load_tokenizer, read_text_split
 from deepyard.errors import DataError
 from deepyard.spec import JobSpec
 from deepyard.telemetry.flops import (
@@ -186,7 +186,7 @@ def build_parts(
     source, eval_data = _open_data(spec, sources)
     say({"type": "phase", "name": "data_loaded", "t": time.time()})
     _seed_everything(spec.training.seed)  # same initial weights on every rank
-    model = models.build(spec.model.name, spec.model.args, source.input_shape, source.num_classes)
+    model = _build_model(spec, source)
     flops_per_sample = forward_flops_per_sample(
         model, source.input_shape, spec.data.text is not None
     )
@@ -281,7 +281,10 @@ def _open_data(spec: JobSpec, sources: Sources) -> tuple[ParquetSource, TensorDa
     )
     if sources.eval is None:
         return source, None
-    eval_data = read_split(sources.eval, spec.data.features, spec.data.label)
+    if tokenizer is not None and spec.data.text is not None:
+        eval_data = read_text_split(sources.eval, spec.data.text, spec.data.label, tokenizer)
+    else:
+        eval_data = read_split(sources.eval, spec.data.features, spec.data.label)
     top = int(eval_data.labels.max())
     if top >= source.num_classes:
         raise DataError(
@@ -290,6 +293,16 @@ def _open_data(spec: JobSpec, sources: Sources) -> tuple[ParquetSource, TensorDa
         )
     # Score against the model's classes, not the ones that happen to occur in eval.
     return source, dataclasses.replace(eval_data, num_classes=source.num_classes)
+
+
+def _build_model(spec: JobSpec, source: ParquetSource) -> torch.nn.Module:
+    """The spec's model for this data; a token model learns the tokenizer's vocabulary."""
+    vocab = None
+    if source.tokenizer is not None and source.pad_id is not None:
+        vocab = models.Vocab(source.tokenizer.get_vocab_size(), source.pad_id)
+    return models.build(
+        spec.model.name, spec.model.args, source.input_shape, source.num_classes, vocab
+    )
 
 
 def _total_steps(spec: JobSpec, batches: engines.Loader) -> int:
