@@ -1,6 +1,7 @@
 """Model builders by name. Data flow: spec.model → `build()` on every rank → DeepSpeed engine."""
 
 from deepyard.models import (  # noqa: F401  (register the built-in families)
+    bert_finetune,
     cnn,
     inception,
     lstm,
