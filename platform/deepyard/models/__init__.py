@@ -3,6 +3,7 @@
 from deepyard.models import (  # noqa: F401  (register the built-in families)
     bert_finetune,
     cnn,
+    efficientnet,
     inception,
     lstm,
     mlp,

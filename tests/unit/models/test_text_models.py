@@ -113,3 +113,15 @@ def test_pretrained_minilm_embeds_paraphrases_close_and_unrelated_text_apart() -
     assert abs(sim[0, 2]) < 0.1 and abs(sim[1, 2]) < 0.1
     random = similarities(False)
     assert random[0, 2] > 0.5  # an untrained encoder cannot tell them apart
+
+
+@needs_minilm
+def test_building_bert_finetune_never_touches_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the builder tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    build("bert-finetune")
