@@ -85,10 +85,12 @@ def build_efficientnet_lite0(
     num_classes: int,
     image_size: int = 64,
     freeze_steps: int = 100,
+    backbone_lr_scale: float = 0.1,
     dropout: float = 0.2,
 ) -> nn.Module:
     """`image_size`: pixels the images are resized to (Lite0 was trained at 224; 64 keeps
-    CPU training affordable). `freeze_steps`: training batches before the backbone learns."""
+    CPU training affordable). `freeze_steps`: training batches before the backbone learns;
+    then it learns at `backbone_lr_scale` x optimizer.lr (the head at optimizer.lr)."""
     channels, _, _ = checks.image_input("efficientnet-lite0", input_shape)
     if channels not in (1, 3):
         raise ValueError(
@@ -102,7 +104,9 @@ def build_efficientnet_lite0(
         )
     if freeze_steps < 0:
         raise ValueError(f"model.args.freeze_steps={freeze_steps} must be 0 (never frozen) or more")
+    checks.positive("efficientnet-lite0", backbone_lr_scale=backbone_lr_scale)
     checks.dropout("efficientnet-lite0", dropout)
     head = nn.Sequential(nn.Dropout(dropout), nn.Linear(FEATURES, num_classes))
     backbone = LiteFeatures(pretrained_lite0(image_size))
-    return FreezeThenTune(ToPretrainedInput(image_size), backbone, head, freeze_steps)
+    prepare = ToPretrainedInput(image_size)
+    return FreezeThenTune(prepare, backbone, head, freeze_steps, backbone_lr_scale)

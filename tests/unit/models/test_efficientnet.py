@@ -36,12 +36,27 @@ def test_only_the_head_learns_while_frozen_then_everything() -> None:
         model(x).sum().backward()
         assert all(p.grad is None for p in model.backbone.parameters())
         assert all(p.grad is not None for p in model.head.parameters())
-    torch.testing.assert_close(model.backbone[1].running_mean, stats)  # statistics fixed
-    assert model.backbone.training  # handed back in training mode
     model.zero_grad(set_to_none=True)
     model(x).sum().backward()  # step 3: unfrozen
     assert all(p.grad is not None for p in model.backbone.parameters())
-    assert not torch.equal(model.backbone[1].running_mean, stats)
+    # Batch norm keeps its pretrained statistics, frozen or not, in training mode too.
+    torch.testing.assert_close(model.backbone[1].running_mean, stats)
+    assert model.training and model.backbone[0].training and not model.backbone[1].training
+
+
+def test_the_backbone_learns_at_its_share_of_the_learning_rate() -> None:
+    from deepyard.spec import load_text
+    from deepyard.train.engine import build_optimizer
+
+    model = tiny()
+    model.backbone_lr_scale = 0.1
+    job = "name: t\nmodel: {name: mlp}\ndata: {train: x.parquet, batch_size: 2}\n"
+    spec = load_text(
+        job + "training: {max_steps: 1}\noptimizer: {lr: 0.5}\n", "job.yaml", check_paths=False
+    )
+    groups = build_optimizer(spec, model).param_groups
+    assert [g["lr"] for g in groups] == [0.5, pytest.approx(0.05)]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
 def test_evaluation_does_not_count_and_the_count_is_checkpointed() -> None:
