@@ -85,7 +85,7 @@ BAD_SPECS = [
     (
         "unknown-model",
         ("name: mlp", "name: resnet"),
-        ["model.name='resnet'", "not a registered model", "cnn, inception, lstm, mlp, mobilenet"],
+        ["model.name='resnet'", "not a registered model", "use one of: bert-finetune, cnn, "],
     ),
     (
         "unknown-model-arg",
