@@ -12,6 +12,7 @@ a class with no true rows (or no other rows) has no AUC and is left out of the m
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,10 +33,12 @@ def classification_metrics(confusion: torch.Tensor) -> dict[str, float]:
     }
 
 
-def per_class_metrics(confusion: torch.Tensor) -> dict[str, list[float]]:
+def per_class_metrics(confusion: torch.Tensor) -> dict[str, list[Any]]:
     """Precision, recall, F1 and support (true rows) of each class, in class order, as
     scikit-learn's `precision_recall_fscore_support(average=None, zero_division=0)`."""
-    return {name: values.tolist() for name, values in _per_class(confusion).items()}
+    out = {name: values.tolist() for name, values in _per_class(confusion).items()}
+    out["support"] = confusion.sum(1).to(torch.int64).tolist()  # row counts: integers
+    return out
 
 
 def _per_class(confusion: torch.Tensor) -> dict[str, torch.Tensor]:

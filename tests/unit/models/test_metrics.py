@@ -97,6 +97,7 @@ def test_per_class_agrees_with_sklearn(seed: int) -> None:
     assert ours["recall"] == pytest.approx(recall.tolist(), abs=1e-12)
     assert ours["f1"] == pytest.approx(f1.tolist(), abs=1e-12)
     assert ours["support"] == support.tolist()
+    assert all(isinstance(count, int) for count in ours["support"])
     assert ours["precision"][3] == 0.0
     np.testing.assert_array_equal(
         confusion(y_true, y_pred, 5).numpy(), confusion_matrix(y_true, y_pred, labels=range(5))
