@@ -148,3 +148,16 @@ def test_parameter_counts_are_for_the_default_arguments() -> None:
 def test_mlp_takes_flat_input() -> None:
     model = models.build("mlp", {"hidden": 8}, (64,), 3)
     assert model(torch.randn(5, 64)).shape == (5, 3)
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_each_models_example_job_trains_that_model(name: str) -> None:
+    from pathlib import Path
+
+    from deepyard.spec import load
+
+    job = models.get(name).example_job
+    assert job is not None, f"model {name} has no example job"
+    spec = load(Path(__file__).resolve().parents[3] / job, check_paths=False)
+    assert spec.model.name == name
+    models.check(name, spec.model.args)
