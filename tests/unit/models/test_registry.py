@@ -95,19 +95,25 @@ def test_image_models_refuse_flat_input_with_a_clear_message(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", [*IMAGE_MODELS, "mlp"])
+def test_a_bad_dropout_names_the_field_and_the_fix(name: str) -> None:
+    message = rf"model.args.dropout=1.5 for model {name} is a probability.*\[0, 1\)"
+    with pytest.raises(ValueError, match=message):
+        models.build(name, {"dropout": 1.5}, (1, 8, 8), 10)
+
+
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("name", "field"),
     [
-        ({"dropout": 1.5}, r"model.args.dropout=1.5 for model \w+ is a probability.*\[0, 1\)"),
-        ({"width": 0}, r"model.args.width=0 for model \w+ must be positive"),
+        ("cnn", "width"),
+        ("inception", "blocks_per_stage"),
+        ("mobilenet", "expansion"),
+        ("mlp", "hidden"),
     ],
 )
-def test_bad_arguments_name_the_field_and_the_fix(name: str, args: dict, message: str) -> None:
-    if name == "mlp" and "width" in args:
-        args = {"hidden": 0}
-        message = "model.args.hidden=0 for model mlp must be positive"
+def test_a_size_of_zero_names_the_field_and_the_fix(name: str, field: str) -> None:
+    message = rf"model.args.{field}=0 for model {name} must be positive; use e.g. {field}: 1"
     with pytest.raises(ValueError, match=message):
-        models.build(name, args, (1, 8, 8), 10)
+        models.build(name, {field: 0}, (1, 8, 8), 10)
 
 
 def test_inception_concatenates_four_branches() -> None:
