@@ -101,3 +101,17 @@ def test_two_gloo_ranks_agree_with_one_process(tmp_path: Path, monkeypatch) -> N
     # miss a class altogether): the scores are gathered, not the AUCs averaged.
     per_rank = [roc_auc(probs[h], y_true[h]) for h in (slice(0, 12), slice(12, 23))]
     assert abs(sum(per_rank) / 2 - expected_auc) > 0.01
+
+
+def test_token_ids_reach_the_model_as_integers() -> None:
+    """A text split's inputs are token ids: evaluation must not cast them to floats."""
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 50, (9, 5), generator=gen)
+    labels = torch.randint(0, 2, (9,), generator=gen)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 4), nn.Flatten(), nn.Linear(20, 2))
+    metrics = evaluate(model, TensorData(ids, labels, (5,), 2), 0, 1, 4, CPU, torch.float32)
+    with torch.no_grad():
+        expected = float(F.cross_entropy(model(ids), labels))
+    assert metrics.metrics["loss"] == pytest.approx(expected)
+    assert metrics.metrics["num_samples"] == 9
