@@ -88,6 +88,18 @@ def create(body: kopf.Body, uid: str, patch: kopf.Patch, logger: Log, **kwargs: 
     logger.info(f"{kind} → RayJob {rayjob['metadata']['name']} ({patch.status['phase']})")
 
 
+@kopf.on.update(GROUP, VERSION, "trainjobs", field="spec")
+@kopf.on.update(GROUP, VERSION, "sweeps", field="spec")
+def spec_changed(body: kopf.Body, **_: Any) -> None:
+    """A running job keeps the spec it started with (as a RayJob does): say so, loudly."""
+    kopf.warn(
+        body,
+        reason="SpecChangeIgnored",
+        message="a TrainJob's spec is fixed once it runs; delete it and apply the new spec "
+        "(with checkpointing on, the new job resumes from the last checkpoint)",
+    )
+
+
 @kopf.on.delete(GROUP, VERSION, "trainjobs")
 @kopf.on.delete(GROUP, VERSION, "sweeps")
 def delete(name: str, namespace: str | None, logger: Log, **_: Any) -> None:
