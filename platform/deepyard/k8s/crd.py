@@ -26,6 +26,7 @@ def openapi(model: type[BaseModel], rules: Rules) -> dict[str, Any]:
     schema = model.model_json_schema(by_alias=True)
     defs = schema.pop("$defs", {})
     out = _convert(schema, defs)
+    _bound(out)
     for path, entries in rules.items():
         node = out
         for part in path:
@@ -33,6 +34,20 @@ def openapi(model: type[BaseModel], rules: Rules) -> dict[str, Any]:
             node = node.get("items", node) if part.endswith("[]") else node
         node.setdefault("x-kubernetes-validations", []).extend(copy.deepcopy(entries))
     return out
+
+
+def _bound(schema: dict[str, Any]) -> None:
+    """Sizes the API server's CEL cost estimate needs (unbounded strings and maps make every
+    rule that reads them look expensive); all far above what a job spec uses."""
+    props = schema["properties"]
+    props["name"]["maxLength"] = 63
+    for section, field in (("resources", "custom"), ("kubernetes", "node_selector")):
+        if section in props and field in props[section]["properties"]:
+            props[section]["properties"][field]["maxProperties"] = 32
+    if "checkpoint" in props:
+        props["checkpoint"]["properties"]["uri"]["maxLength"] = 4096
+    if "job" in props:  # a Sweep: the same bounds on its base job
+        _bound(props["job"])
 
 
 def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
