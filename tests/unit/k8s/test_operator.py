@@ -23,7 +23,7 @@ import pytest_asyncio
 from deepyard.k8s import crd
 from deepyard.testing import k8s_schema
 
-from .conftest import EXAMPLE_JOBS, trainjob
+from .conftest import EXAMPLE_JOBS, IMAGE, REPO, trainjob
 
 pytestmark = pytest.mark.asyncio
 NS = "ml"
@@ -281,3 +281,23 @@ async def test_an_invalid_spec_fails_the_trainjob_without_a_rayjob(operator) -> 
     assert status["reason"] == "InvalidSpec"
     assert "model.name" in status["message"] and "no-such-model" in status["message"]
     assert obj(operator, RAYJOBS, "digits-cnn") is None
+
+
+async def test_a_sweep_becomes_a_rayjob_running_deepyard_sweep(operator, kuberay_crds) -> None:
+    from deepyard.k8s.render import resource
+
+    manifest = resource(REPO / "jobs" / "sweeps" / "digits_sweep.yaml", [], {"image": IMAGE})
+    manifest["metadata"] |= {"namespace": NS, "uid": "9a2e-sw", "resourceVersion": "1"}
+    await api("POST", f"/apis/deepyard.dev/v1alpha1/namespaces/{NS}/sweeps", manifest)
+    rayjob = await until(lambda: obj(operator, RAYJOBS, "digits-sweep"))
+    assert rayjob["metadata"]["ownerReferences"][0]["kind"] == "Sweep"
+    assert " sweep run " in rayjob["spec"]["entrypoint"]
+    assert k8s_schema.problems(rayjob, kuberay_crds["RayJob"]) == []
+    await rayjob_status("digits-sweep", {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"})
+    sweeps = "deepyard.dev/v1alpha1/sweeps"
+    await until(
+        lambda: (
+            (obj(operator, sweeps, "digits-sweep") or {}).get("status", {}).get("phase")
+            == "Running"
+        )
+    )
