@@ -87,9 +87,11 @@ def submit(
         )
         rendering.generated(manifest, None, image or "-")  # what the operator will check
         meta = manifest["metadata"]
+        cluster = Cluster(context=context)
+        meta.setdefault("namespace", cluster.namespace)
         kind, name, ns = manifest["kind"], meta["name"], meta["namespace"]
         try:
-            Cluster(context=context).create(manifest, exist_ok=False)
+            cluster.create(manifest, exist_ok=False)
         except KubernetesError as exc:
             if exc.status == 409:
                 raise KubernetesError(

@@ -38,6 +38,7 @@ class Cluster:
         from kubernetes import client, config
 
         host = host or os.environ.get("DEEPYARD_K8S_HOST")
+        self.namespace = "default"  # the context's namespace, for objects that name none
         if host:
             configuration = client.Configuration()
             configuration.host = host
@@ -47,7 +48,11 @@ class Cluster:
                 config.load_incluster_config()
             except config.ConfigException:
                 try:
-                    config.load_kube_config(context=context)
+                    path = os.environ.get("KUBECONFIG")  # read now, not at import time
+                    config.load_kube_config(config_file=path, context=context)
+                    contexts, active = config.list_kube_config_contexts(config_file=path)
+                    chosen = next((c for c in contexts if c["name"] == context), active)
+                    self.namespace = chosen.get("context", {}).get("namespace") or "default"
                 except (config.ConfigException, OSError) as exc:
                     raise KubernetesError(
                         f"no Kubernetes cluster configured ({exc}); set KUBECONFIG or "
@@ -60,6 +65,7 @@ class Cluster:
     def create(self, obj: dict[str, Any], exist_ok: bool = True) -> dict[str, Any]:
         """Create `obj`; with `exist_ok`, an object of that name already there is kept."""
         meta = obj["metadata"]
+        meta.setdefault("namespace", self.namespace)
         try:
             return self._call("create", obj, meta["namespace"], body=obj)
         except KubernetesError as exc:

@@ -44,7 +44,10 @@ def resource(
         spec, metadata = load_trainjob(path, overrides, placement)
         kind = TRAINJOB
     meta = {k: v for k, v in metadata.items() if k in ("labels", "annotations")}
-    meta = {"name": spec.name, "namespace": spec.kubernetes.namespace or "default", **meta}
+    meta = {"name": spec.name, **meta}
+    namespace = spec.kubernetes.namespace or metadata.get("namespace")
+    if namespace:  # else the namespace of whoever applies it (kubectl's context)
+        meta["namespace"] = namespace
     body = spec.model_dump(mode="json", exclude_unset=True, by_alias=True)
     return {"apiVersion": API_VERSION, "kind": kind, "metadata": meta, "spec": body}
 

@@ -103,3 +103,31 @@ async def test_submit_k8s_creates_the_trainjob(
     again = await asyncio.to_thread(runner.invoke, app, command)
     assert again.exit_code == 1, again.output
     assert "a TrainJob named digits-cnn already exists in namespace ml" in again.stderr
+
+
+def test_without_a_namespace_the_appliers_context_decides(tmp_path: Path, monkeypatch) -> None:
+    trainjob, config, _ = render(str(EXAMPLE_JOBS[0]), "--image", IMAGE)
+    assert "namespace" not in trainjob["metadata"]  # kubectl apply: the context's namespace
+    assert config["metadata"]["namespace"] == "default"  # (the preview has to pick one)
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [
+                    {"name": "team", "context": {"cluster": "c", "user": "u", "namespace": "ml"}},
+                    {"name": "bare", "context": {"cluster": "c", "user": "u"}},
+                ],
+                "current-context": "team",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("DEEPYARD_K8S_HOST", raising=False)
+    from deepyard.k8s.client import Cluster
+
+    assert Cluster().namespace == "ml"  # `deepyard submit --k8s` creates it there
+    assert Cluster(context="bare").namespace == "default"
