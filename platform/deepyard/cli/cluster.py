@@ -50,6 +50,8 @@ def submit(
 
         from deepyard.cli.k8s import submit as submit_k8s
 
+        if working_dir is not None or address is not None:
+            err_console.print("warning: --working-dir and --address do not apply with --k8s")
         submit_k8s(file, overrides, os.environ.get("DEEPYARD_IMAGE"), None, None, None, None)
         return
     with user_errors():
