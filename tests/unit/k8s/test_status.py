@@ -1,0 +1,68 @@
+"""RayJob status → TrainJob status: the phase table a KubeRay user would expect, attempts,
+conditions that keep their transition time, and the metrics summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from deepyard.k8s import status
+
+
+def rayjob(suspend: bool = False, **state: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "j"}, "spec": {"suspend": suspend}, "status": state}
+
+
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [
+        (rayjob(suspend=True), "Queued"),
+        (rayjob(jobDeploymentStatus="Suspended"), "Queued"),
+        (rayjob(), "Starting"),
+        (rayjob(jobDeploymentStatus="Initializing"), "Starting"),
+        (rayjob(jobDeploymentStatus="Running", jobStatus="PENDING"), "Starting"),
+        (rayjob(jobDeploymentStatus="Running", jobStatus="RUNNING"), "Running"),
+        (rayjob(jobDeploymentStatus="Retrying", failed=1), "Retrying"),
+        (rayjob(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED"), "Succeeded"),
+        (rayjob(jobDeploymentStatus="Complete", jobStatus="STOPPED"), "Failed"),
+        (rayjob(jobDeploymentStatus="Failed", reason="DeadlineExceeded"), "Failed"),
+        (rayjob(jobDeploymentStatus="ValidationFailed"), "Failed"),
+    ],
+)
+def test_phase_follows_kuberay(job, expected) -> None:
+    assert status.phase_of(job) == expected
+
+
+def test_attempts_count_kuberay_retries() -> None:
+    running_again = rayjob(jobDeploymentStatus="Running", jobStatus="RUNNING", failed=1)
+    assert status.from_rayjob(running_again)["attempts"] == 2
+    failed_for_good = rayjob(jobDeploymentStatus="Failed", failed=3)
+    assert status.from_rayjob(failed_for_good)["attempts"] == 3
+    assert status.from_rayjob(rayjob(suspend=True))["attempts"] == 0
+
+
+def test_conditions_keep_their_transition_time() -> None:
+    job = rayjob(jobDeploymentStatus="Running", jobStatus="RUNNING")
+    first = status.from_rayjob(job, None, now="2026-12-07T10:00:00Z")
+    again = status.from_rayjob(job, first, now="2026-12-07T10:05:00Z")
+    assert again["conditions"] == first["conditions"]
+    done = rayjob(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED")
+    later = status.from_rayjob(done, again, now="2026-12-07T11:00:00Z")
+    times = {c["type"]: c["lastTransitionTime"] for c in later["conditions"]}
+    assert times == {
+        "Admitted": "2026-12-07T10:00:00Z",
+        "Running": "2026-12-07T11:00:00Z",
+        "Succeeded": "2026-12-07T11:00:00Z",
+        "Failed": "2026-12-07T10:00:00Z",
+    }
+
+
+def test_metrics_summary_takes_the_newest_step_over_ranks() -> None:
+    text = (
+        'deepyard_train_step{job="j",rank="0"} 7\n'
+        'deepyard_train_step{job="j",rank="1"} 9\n'
+        'deepyard_job_attempt{job="j"} 2\n'
+        "unrelated_metric 1\n"
+    )
+    assert status.summarize_metrics(text) == {"step": 9, "attempt": 2}
