@@ -59,6 +59,9 @@ class LocalCluster:
             "--block",
             f"--num-cpus={self.cpus}",
             "--node-ip-address=127.0.0.1",
+            # Ray's default agent port (52365) is one per machine: a second cluster, or a
+            # node left over from another run, would leave this one with no job agent.
+            f"--dashboard-agent-listen-port={free_port()}",
         ]
         if self.resources:
             base.append(f"--resources={json.dumps(self.resources)}")
