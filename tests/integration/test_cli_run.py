@@ -42,6 +42,10 @@ def test_digits_example_reaches_090_and_records_the_run(run_json) -> None:
     assert "name: digits-cnn" in (run_dir / "spec.yaml").read_text()
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_workers_and_embedded_ray(tmp_path: Path) -> None:
     """SIGINT mid-training: exit 130, run marked stopped, no process of the job left."""
     proc = subprocess.Popen(
@@ -61,6 +65,9 @@ def test_ctrl_c_stops_workers_and_embedded_ray(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
+        # As from a terminal: a test run started in the background of a non-interactive
+        # shell has SIGINT ignored, and a child would inherit that (Ctrl-C would do nothing).
+        preexec_fn=_default_sigint,
     )
     assert proc.stderr is not None
     deadline = time.monotonic() + 300
