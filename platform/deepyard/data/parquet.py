@@ -102,17 +102,20 @@ class TensorData:
         return int(self.labels.shape[0])
 
 
-def read_split(uri: str, features: str, label: str) -> TensorData:
-    dataset = check_columns(uri, [features, label])
+def read_labelled(
+    uri: str, column: str, label: str, field: str
+) -> tuple[pa.Table, np.ndarray, int, dict[bytes, bytes]]:
+    """A whole split read for evaluation: its table (`column`, `label`), the labels as
+    int64, the number of classes (the file's metadata, else the largest label + 1) and the
+    metadata. `field` names the spec field to fix when the split is empty."""
+    dataset = check_columns(uri, [column, label])
     try:
-        table = dataset.to_table(columns=[features, label])
+        table = dataset.to_table(columns=[column, label])
     except (OSError, pa.ArrowInvalid) as exc:
         raise DataError(f"cannot read {uri}: {exc}; the file may be corrupt or truncated") from exc
     if table.num_rows == 0:
-        raise DataError(f"{uri} has no rows; point data.train/data.eval at a non-empty dataset")
+        raise DataError(f"{uri} has no rows; point {field} at a non-empty dataset")
     meta = dataset.schema.metadata or {}
-    inputs = features_to_numpy(table.column(features), uri, features)
-    shape = tuple(json.loads(meta[SHAPE_KEY])) if SHAPE_KEY in meta else inputs.shape[1:]
     labels = labels_to_numpy(table.column(label), uri, label)
     num_classes = int(meta[CLASSES_KEY]) if CLASSES_KEY in meta else int(labels.max()) + 1
     if labels.max() >= num_classes:
@@ -121,6 +124,13 @@ def read_split(uri: str, features: str, label: str) -> TensorData:
             f"metadata ({CLASSES_KEY.decode()}) says {num_classes} classes; use class ids "
             f"0..{num_classes - 1} or correct that metadata"
         )
+    return table, labels, num_classes, meta
+
+
+def read_split(uri: str, features: str, label: str) -> TensorData:
+    table, labels, num_classes, meta = read_labelled(uri, features, label, "data.train/data.eval")
+    inputs = features_to_numpy(table.column(features), uri, features)
+    shape = tuple(json.loads(meta[SHAPE_KEY])) if SHAPE_KEY in meta else inputs.shape[1:]
     with warnings.catch_warnings():  # zero-copy over read-only Arrow memory; never written
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         tensor = torch.from_numpy(inputs)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
-from deepyard.errors import DataError, SpecError
+from deepyard.errors import SpecError
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -152,22 +152,11 @@ def _shallowest(paths: Iterable[Path]) -> Path | None:
 def read_text_split(uri: str, text: str, label: str, tokenizer: Tokenizer) -> TensorData:
     """A whole text split in memory for evaluation: ids (N, L) int64 padded with the pad id
     to the longest row (L <= max_length), labels (N,) int64."""
-    import pyarrow as pa
-
-    from deepyard.data.parquet import CLASSES_KEY, TensorData, check_columns, labels_to_numpy
+    from deepyard.data.parquet import TensorData, read_labelled
     from deepyard.data.source import texts_of
 
-    dataset = check_columns(uri, [text, label])
-    try:
-        table = dataset.to_table(columns=[text, label])
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise DataError(f"cannot read {uri}: {exc}; the file may be corrupt or truncated") from exc
-    if table.num_rows == 0:
-        raise DataError(f"{uri} has no rows; point data.eval at a non-empty dataset")
-    labels = labels_to_numpy(table.column(1), uri, label)
+    table, labels, num_classes, _ = read_labelled(uri, text, label, "data.eval")
     ids, _ = pad_batch(
-        list(encode(tokenizer, texts_of(table.column(0), uri, text))), pad_id(tokenizer)
+        list(encode(tokenizer, texts_of(table.column(text), uri, text))), pad_id(tokenizer)
     )
-    meta = dataset.schema.metadata or {}
-    num_classes = int(meta[CLASSES_KEY]) if CLASSES_KEY in meta else int(labels.max()) + 1
     return TensorData(ids, torch.from_numpy(labels), (int(ids.shape[1]),), num_classes)
