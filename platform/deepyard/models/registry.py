@@ -1,7 +1,8 @@
 """Registry of model builders by name. A job spec names a model; no `if name == ...` anywhere.
 
 A builder takes the data's `input_shape` (without batch) and `num_classes`, plus the
-job's `model.args`, and returns a torch module whose forward maps a batch to logits.
+job's `model.args`, and returns a torch module; its `task` (deepyard.tasks) says what
+forward's output is trained against (logits for classification).
 A model that reads token ids (`inputs="tokens"`) also takes `vocab`: the tokenizer's
 vocabulary size and pad id (rows shorter than the batch end in pad ids).
 """
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
+
+from deepyard.tasks import catalog
 
 Builder = Callable[..., nn.Module]
 _FIXED = ("input_shape", "num_classes", "vocab")
@@ -39,6 +42,7 @@ class ModelEntry:
     summary: str
     example_job: str | None = None
     inputs: str = "features"  # what forward() takes: "features" (float) or "tokens" (ids)
+    task: str = "classification"  # deepyard.tasks: the loss and metrics it trains with
     # What `deepyard models list` counts parameters for (the example job's data).
     default_input_shape: tuple[int, ...] = (1, 28, 28)
     default_num_classes: int = 10
@@ -58,6 +62,7 @@ def register(
     summary: str,
     example_job: str | None = None,
     inputs: str = "features",
+    task: str = "classification",
     default_input_shape: tuple[int, ...] = (1, 28, 28),
     default_num_classes: int = 10,
 ) -> Callable[[Builder], Builder]:
@@ -66,6 +71,7 @@ def register(
     def wrap(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
+        catalog.info(task)  # a registered task
         _REGISTRY[name] = ModelEntry(
             name,
             family,
@@ -73,6 +79,7 @@ def register(
             summary,
             example_job,
             inputs,
+            task,
             default_input_shape,
             default_num_classes,
         )

@@ -369,12 +369,32 @@ class JobSpec(_Spec):
                     f"{self.resources.num_workers - 1}"
                 )
         best = self.checkpoint.keep_best
+        if best is not None and best.metric not in self.task_metrics:
+            raise ValueError(
+                f"checkpoint.keep_best.metric={best.metric!r} is not reported for model "
+                f"{self.model.name!r} ({self.task_name}); use one of: "
+                f"{', '.join(self.task_metrics)}"
+            )
         if best is not None and self.data.dataset is None and self.data.eval is None:
             raise ValueError(
                 f"checkpoint.keep_best ranks checkpoints by the eval metric {best.metric!r}, "
                 "but the job has no eval data; set data.eval or remove keep_best"
             )
         return self
+
+    @property
+    def task_name(self) -> str:
+        """What the model is trained for (deepyard.tasks), from the model registry."""
+        from deepyard.models import registry
+
+        return registry.get(self.model.name).task
+
+    @property
+    def task_metrics(self) -> tuple[str, ...]:
+        """The eval metrics this job's task reports."""
+        from deepyard.tasks.catalog import info
+
+        return info(self.task_name).metrics
 
     @property
     def checkpoint_uri(self) -> str | None:

@@ -12,8 +12,9 @@ from typing import Literal
 from pydantic import ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 from deepyard.spec.base import SpecModel as _Spec
+from deepyard.tasks.catalog import all_metrics
 
-EVAL_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "loss")
+EVAL_METRICS = tuple(all_metrics())  # of every task; JobSpec checks the model's own
 
 
 class KeepBestSpec(_Spec):

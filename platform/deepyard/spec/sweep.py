@@ -50,6 +50,7 @@ from deepyard.spec.sweep_space import (  # noqa: F401  (re-exported)
     param_problem,
     set_path,
 )
+from deepyard.tasks.catalog import lower_is_better
 
 __all__ = [
     "PARAM_TYPES",
@@ -73,7 +74,6 @@ __all__ = [
     "set_path",
 ]
 
-LOWER_IS_BETTER = ("loss",)
 RESERVED_PATHS = ("name", "output_dir")  # the sweep runner sets these for every trial
 SCHEDULERS = ("fifo", "asha", "hyperband", "pbt")
 
@@ -214,7 +214,7 @@ class SweepSpec(_Spec):
         if isinstance(data.get("scheduler"), str):
             data["scheduler"] = {"name": data["scheduler"]}
         if "mode" not in data and isinstance(data.get("metric"), str):
-            data["mode"] = "min" if data["metric"] in LOWER_IS_BETTER else "max"
+            data["mode"] = "min" if lower_is_better(data["metric"]) else "max"
         job, overrides = data.get("job"), data.get("job_overrides")
         if isinstance(job, str):
             from deepyard.spec.sweep_load import resolve_job_file
@@ -301,14 +301,19 @@ class SweepSpec(_Spec):
         return [p for p in self.space if p.startswith("optimizer.")]
 
     def _metric_problems(self) -> list[Problem]:
-        if self.metric not in EVAL_METRICS:
+        reported = self.job.task_metrics
+        if self.metric not in reported:
+            task = self.job.task_name
             return [
                 Problem(
-                    ("metric",), f"not an eval metric; use {_one_of(EVAL_METRICS)}", self.metric
+                    ("metric",),
+                    f"not an eval metric of model {self.job.model.name!r} ({task}); "
+                    f"use {_one_of(reported)}",
+                    self.metric,
                 )
             ]
         problems = []
-        better = "min" if self.metric in LOWER_IS_BETTER else "max"
+        better = "min" if lower_is_better(self.metric) else "max"
         if self.mode != better:
             problems.append(
                 Problem(

@@ -1,37 +1,34 @@
-"""Evaluation over the whole eval split: every rank scores its rows; the confusion matrix
-and loss are summed over ranks, the class scores gathered from all ranks (ROC-AUC)."""
+"""Evaluation over the whole eval split, exact across ranks: every rank runs the task's
+`eval_batch` on its rows; the sums are reduced over ranks and the per-row tensors
+gathered from all of them (rank after rank), then the task's `finish` makes metrics."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from deepyard.data import TensorData, eval_batches
-from deepyard.models.metrics import (
-    classification_metrics,
-    per_class_metrics,
-    roc_auc,
-    roc_auc_per_class,
-)
+
+if TYPE_CHECKING:
+    from deepyard.tasks import Task
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """`metrics`: scalars (accuracy, macro precision/recall/F1, roc_auc, loss, num_samples).
-    `classes`: per class (precision, recall, f1, support, roc_auc; None where undefined) and
-    the confusion matrix (rows true, columns predicted)."""
+    """`metrics`: scalars (the task's `metrics`, plus loss and num_samples).
+    `classes`: a per-class report where the task has classes (precision, recall, f1,
+    support, roc_auc, confusion), else None."""
 
     metrics: dict[str, float]
-    classes: dict[str, Any]
+    classes: dict[str, Any] | None = None
 
 
 @torch.no_grad()
-def evaluate(
+def run_eval(
+    task: Task,
     engine: Any,
     data: TensorData,
     rank: int,
@@ -48,52 +45,43 @@ def evaluate(
         for buffer in getattr(engine, "module", engine).buffers():
             dist.broadcast(buffer.data, src=0)
     engine.eval()
-    classes = data.num_classes
-    loss_sum = torch.zeros(2, dtype=torch.float64)  # (summed loss, rows)
-    probs, labels_seen, masks = [], [], []
+    sums: dict[str, torch.Tensor] = {}
+    rows: dict[str, list[torch.Tensor]] = {}
+    masks: list[torch.Tensor] = []
     for inputs, labels, mask in eval_batches(data, rank, world_size, batch_size):
         # Token ids stay integers; features take the training precision.
         batch = inputs.to(device) if inputs.dtype == torch.long else inputs.to(device, dtype)
-        logits = engine(batch).float().cpu()
-        losses = F.cross_entropy(logits, labels, reduction="none")
-        loss_sum += torch.stack([(losses * mask).sum().double(), mask.sum().double()])
-        probs.append(logits.softmax(1))
-        labels_seen.append(labels)
+        outputs = engine(batch)
+        part = task.eval_batch(outputs, batch, labels.to(device), mask.to(device))
+        for name, value in part.sums.items():
+            sums[name] = sums.get(name, 0) + value.detach().double().cpu()
+        for name, value in part.rows.items():
+            rows.setdefault(name, []).append(value.detach().cpu())
         masks.append(mask)
     engine.train()
-    scores = torch.cat(probs) if probs else torch.zeros(0, classes)
-    labels_all, mask_all = _cat(labels_seen, torch.int64), _cat(masks, torch.bool)
+    mask_all = torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool)
+    gathered = {name: torch.cat(parts) for name, parts in rows.items()}
     if distributed:
-        scores, labels_all, mask_all = _gather([scores, labels_all, mask_all], device)
-        # NCCL reduces device tensors only; gloo takes them on the CPU.
-        loss_sum = loss_sum.to(device)
-        dist.all_reduce(loss_sum)
-        loss_sum = loss_sum.cpu()
-    return _score(scores[mask_all], labels_all[mask_all], classes, loss_sum)
+        names = sorted(gathered)
+        *values, mask_all = _gather([gathered[n] for n in names] + [mask_all], device)
+        gathered = dict(zip(names, values, strict=True))
+        sums = _all_reduce(sums, device)
+    return task.finish(sums, {n: v[mask_all] for n, v in gathered.items()}, data)
 
 
-def _score(
-    scores: torch.Tensor, labels: torch.Tensor, classes: int, loss_sum: torch.Tensor
-) -> Evaluation:
-    pairs = labels * classes + scores.argmax(1)
-    confusion = torch.bincount(pairs, minlength=classes * classes).view(classes, classes)
-    metrics = classification_metrics(confusion)
-    auc = roc_auc(scores.double().numpy(), labels.numpy()) if len(labels) else math.nan
-    if not math.isnan(auc):
-        metrics["roc_auc"] = auc
-    metrics["loss"] = float(loss_sum[0] / loss_sum[1].clamp(min=1))
-    metrics["num_samples"] = float(loss_sum[1])
-    per_class: dict[str, Any] = per_class_metrics(confusion)
-    per_class["roc_auc"] = [
-        None if math.isnan(a) else a
-        for a in roc_auc_per_class(scores.double().numpy(), labels.numpy())
-    ]
-    per_class["confusion"] = confusion.tolist()
-    return Evaluation(metrics, per_class)
-
-
-def _cat(parts: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=dtype)
+def _all_reduce(sums: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Sums over ranks, in one collective; NCCL reduces device tensors only."""
+    names = sorted(sums)
+    if not names:
+        return {}
+    flat = [torch.as_tensor(sums[n]).reshape(-1) for n in names]
+    packed = torch.cat(flat).to(device)
+    dist.all_reduce(packed)
+    out, start = {}, 0
+    for name, part in zip(names, flat, strict=True):
+        out[name] = packed[start : start + part.numel()].cpu().reshape(sums[name].shape)
+        start += part.numel()
+    return out
 
 
 def _gather(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from deepyard import models
+from deepyard import models, tasks
 from deepyard.data import TensorData, engines, read_split
 from deepyard.data.source import ParquetSource
 from deepyard.data.text import load_tokenizer, read_text_split
 from deepyard.errors import DataError
 from deepyard.spec import JobSpec
+from deepyard.tasks.base import Task
 from deepyard.telemetry.flops import (
     device_stats,
     forward_flops_per_sample,
@@ -32,8 +32,6 @@ from deepyard.telemetry.flops import (
 from deepyard.train import checkpointing
 from deepyard.train.control import Control, Faults
 from deepyard.train.dist import WorkerContext, init_process_group
-from deepyard.train.engine import build_engine
-from deepyard.train.evaluate import evaluate
 from deepyard.train.plan import AttemptPlan
 
 Emit = Callable[[dict[str, Any]], None]
@@ -48,18 +46,12 @@ class Sources:
     eval: str | None
 
 
-@dataclass(frozen=True)
-class StepResult:
-    loss: float  # mean over the micro-batches
-    tokens: int  # token inputs this rank trained on (0 for features)
-    forward_s: float  # this rank's forward passes: no collectives under ZeRO 0-2
-
-
 @dataclass
 class Parts:
     """What one rank trains with, built once before the first step."""
 
     device: torch.device
+    task: Task
     source: ParquetSource
     eval_data: TensorData | None
     batches: engines.Loader
@@ -112,7 +104,14 @@ def train(
     for step in range(saves.start_step + 1, parts.total_steps + 1):
         faults.before(step)
         started, waited = time.perf_counter(), batches.wait_s
-        result = train_step(parts.engine, batches, accumulation, parts.device, parts.dtype)
+        result = parts.task.train_step(
+            parts.engine,
+            batches.next_batch,
+            accumulation,
+            parts.device,
+            parts.dtype,
+            _pad_id(batches),
+        )
         step_times.append(time.perf_counter() - started)
         losses.append(result.loss)
         timing = {
@@ -133,6 +132,7 @@ def train(
                     **timing,
                     "epoch": batches.epoch,
                     "loss": result.loss,
+                    **result.extra,
                     "lr": parts.engine.get_lr()[0],
                     "grad_norm": _grad_norm(parts.engine),
                     "samples_per_s": spec.global_batch_size / step_times[-1],
@@ -186,6 +186,7 @@ def build_parts(
     source, eval_data = _open_data(spec, sources)
     say({"type": "phase", "name": "data_loaded", "t": time.time()})
     _seed_everything(spec.training.seed)  # same initial weights on every rank
+    task = tasks.get(models.get(spec.model.name).task)
     model = _build_model(spec, source)
     flops_per_sample = forward_flops_per_sample(
         model, source.input_shape, spec.data.text is not None
@@ -205,13 +206,14 @@ def build_parts(
     batches = engines.build(spec.data.engine, request)
     total_steps = _total_steps(spec, batches)
     universal = checkpointing.wants_universal(plan, ctx.world_size)
-    engine = build_engine(spec, model, total_steps, load_universal=universal)
+    engine = task.build_engine(spec, model, total_steps, universal)
     say({"type": "phase", "name": "engine_ready", "t": time.time()})
     saves = checkpointing.open_saves(spec, plan, ctx, engine, batches, say)
     if plan.resume is not None:
         say({"type": "phase", "name": "checkpoint_restored", "t": time.time()})
     return Parts(
         device,
+        task,
         source,
         eval_data,
         batches,
@@ -231,7 +233,7 @@ def score(
     """Evaluate on the whole eval split (all ranks take part); {} without one."""
     if parts.eval_data is None:
         return {}
-    result = evaluate(
+    result = parts.task.evaluate(
         parts.engine,
         parts.eval_data,
         ctx.rank,
@@ -245,32 +247,6 @@ def score(
     parts.saves.metrics, parts.saves.metrics_step = metrics, step
     parts.eval_classes = result.classes
     return metrics
-
-
-def train_step(
-    engine: Any,
-    batches: engines.Loader,
-    accumulation: int,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> StepResult:
-    """One optimizer step over `accumulation` micro-batches."""
-    total, tokens, forward_s = 0.0, 0, 0.0
-    for _ in range(accumulation):
-        inputs, labels = batches.next_batch()
-        started = time.perf_counter()
-        if inputs.dtype == torch.long:  # token ids, padded per batch with pad_id
-            pad_id = getattr(batches, "pad_id", None)
-            tokens += int((inputs != pad_id).sum()) if pad_id is not None else inputs.numel()
-            logits = engine(inputs.to(device))
-        else:
-            logits = engine(inputs.to(device, dtype))
-        loss = F.cross_entropy(logits.float(), labels.to(device))
-        forward_s += time.perf_counter() - started  # on GPU: launch time, a weaker proxy
-        engine.backward(loss)
-        engine.step()
-        total += loss.item()
-    return StepResult(total / accumulation, tokens, forward_s)
 
 
 def _open_data(spec: JobSpec, sources: Sources) -> tuple[ParquetSource, TensorData | None]:
@@ -316,6 +292,11 @@ def _total_steps(spec: JobSpec, batches: engines.Loader) -> int:
         )
     assert spec.training.epochs is not None
     return spec.training.epochs * per_epoch
+
+
+def _pad_id(batches: engines.Loader) -> int | None:
+    """The pad id of token batches (text sources), else None."""
+    return getattr(batches, "pad_id", None)
 
 
 def _grad_norm(engine: Any) -> float | None:

@@ -204,7 +204,10 @@ BAD_SWEEPS = [
     (
         "unknown-metric",
         [("metric: accuracy", "metric: acc")],
-        ["sweep.yaml:9: metric = 'acc': not an eval metric; use one of: accuracy"],
+        [
+            "sweep.yaml:9: metric = 'acc': not an eval metric of model 'mlp' "
+            "(classification); use one of: accuracy"
+        ],
     ),
     (
         "unknown-scheduler",

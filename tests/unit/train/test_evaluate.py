@@ -18,7 +18,9 @@ from torch import nn
 
 from deepyard.data import TensorData
 from deepyard.models.metrics import classification_metrics, roc_auc
-from deepyard.train.evaluate import evaluate
+from deepyard.tasks import get
+
+evaluate = get("classification").evaluate
 
 CPU = torch.device("cpu")
 

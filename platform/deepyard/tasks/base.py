@@ -1,0 +1,112 @@
+"""What a model is trained to do: its loss, its training step and its evaluation.
+
+A task turns the loop's batches (inputs, labels) into a loss, and the eval split into
+metrics. The model registry names each model's task (`ModelEntry.task`), so the loop
+never asks what kind of model it runs. Most tasks only define `loss`, `eval_batch` and
+`finish`; a task with several networks or optimizers (a GAN) overrides `build_engine`,
+`train_step` and `evaluate` instead.
+
+Evaluation is split in three so that it is exact across ranks: `eval_batch` returns
+per-batch sums (added over batches and ranks) and per-row tensors (gathered from every
+rank, for metrics that need all rows, like ROC-AUC); `finish` turns them into metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from deepyard.data import TensorData
+from deepyard.tasks.catalog import TaskInfo
+from deepyard.train.evaluate import Evaluation, run_eval
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # mean over the micro-batches
+    tokens: int  # token inputs this rank trained on (0 for features)
+    forward_s: float  # this rank's forward passes: no collectives under ZeRO 0-2
+    extra: dict[str, float] = field(default_factory=dict)  # e.g. a GAN's two losses
+
+
+@dataclass(frozen=True)
+class EvalBatch:
+    """One eval batch's contribution: `sums` are added over batches and ranks, `rows` are
+    concatenated over batches and gathered from all ranks (only the unmasked rows)."""
+
+    sums: dict[str, torch.Tensor]
+    rows: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Task:
+    """Base task: the loop's default training step over one DeepSpeed engine. `info` is
+    its catalogue entry (name, label kind, metrics)."""
+
+    def __init__(self, info: TaskInfo) -> None:
+        self.info = info
+
+    def loss(self, outputs: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def eval_batch(
+        self, outputs: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, mask: Any
+    ) -> EvalBatch:
+        raise NotImplementedError
+
+    def finish(
+        self, sums: dict[str, torch.Tensor], rows: dict[str, torch.Tensor], data: TensorData
+    ) -> Evaluation:
+        raise NotImplementedError
+
+    def build_engine(
+        self, spec: Any, model: torch.nn.Module, total_steps: int, load_universal: bool
+    ) -> Any:
+        from deepyard.train.engine import build_engine
+
+        return build_engine(spec, model, total_steps, load_universal=load_universal)
+
+    def train_step(
+        self,
+        engine: Any,
+        next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+        accumulation: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        pad_id: int | None = None,
+    ) -> StepResult:
+        """One optimizer step over `accumulation` micro-batches."""
+        total, tokens, forward_s = 0.0, 0, 0.0
+        for _ in range(accumulation):
+            inputs, labels = next_batch()
+            started = time.perf_counter()
+            inputs, labels = to_device(inputs, device, dtype), labels.to(device)
+            if inputs.dtype == torch.long:  # token ids, padded per batch with pad_id
+                tokens += int((inputs != pad_id).sum()) if pad_id is not None else inputs.numel()
+            loss = self.loss(engine(inputs), inputs, labels)
+            forward_s += time.perf_counter() - started  # on GPU: launch time, a weaker proxy
+            engine.backward(loss)
+            engine.step()
+            total += loss.item()
+        return StepResult(total / accumulation, tokens, forward_s)
+
+    def evaluate(
+        self,
+        engine: Any,
+        data: TensorData,
+        rank: int,
+        world_size: int,
+        batch_size: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> Evaluation:
+        """The whole eval split, scored on every rank's rows (exact, not averaged)."""
+        return run_eval(self, engine, data, rank, world_size, batch_size, device, dtype)
+
+
+def to_device(inputs: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Token ids stay integers; features take the training precision."""
+    return inputs.to(device) if inputs.dtype == torch.long else inputs.to(device, dtype)

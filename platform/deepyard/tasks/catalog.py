@@ -1,0 +1,60 @@
+"""The tasks deepyard trains, as plain data (no torch): what the spec checks against.
+
+A task is what a model's output is trained against: its loss and its metrics. Each
+entry names the class that implements it (`deepyard.tasks.base.Task`), imported only
+when a worker trains or evaluates; the spec and the CLI read only this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+LabelKind = Literal["classes", "values", "none"]
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    summary: str
+    labels: LabelKind  # what the data's label column holds (none: it is not read)
+    metrics: tuple[str, ...]  # scalar eval metrics, besides num_samples
+    best: str  # the metric a sweep or keep_best would usually rank by
+    implementation: str  # "module:Class"
+    lower_is_better: tuple[str, ...] = ("loss",)
+
+
+TASKS: dict[str, TaskInfo] = {
+    t.name: t
+    for t in (
+        TaskInfo(
+            "classification",
+            "class labels: cross-entropy; accuracy, precision/recall/F1, ROC-AUC",
+            "classes",
+            ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "loss"),
+            "accuracy",
+            "deepyard.tasks.classification:Classification",
+        ),
+    )
+}
+
+
+def names() -> list[str]:
+    return sorted(TASKS)
+
+
+def info(name: str) -> TaskInfo:
+    try:
+        return TASKS[name]
+    except KeyError:
+        known = ", ".join(names())
+        raise ValueError(f"task {name!r} is not registered; use one of: {known}") from None
+
+
+def all_metrics() -> list[str]:
+    """Every metric some task reports, for spec fields that name one."""
+    return sorted({m for task in TASKS.values() for m in task.metrics})
+
+
+def lower_is_better(metric: str) -> bool:
+    return any(metric in task.lower_is_better for task in TASKS.values())
