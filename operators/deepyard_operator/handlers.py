@@ -141,13 +141,13 @@ def _running(status: kopf.Status, **_: Any) -> bool:
 
 @kopf.timer(GROUP, VERSION, "trainjobs", interval=METRICS_INTERVAL_S, when=_running)
 def metrics(status: kopf.Status, namespace: str | None, patch: kopf.Patch, **_: Any) -> None:
-    """The driver's newest step, loss, attempt and checkpoint count into status.metrics."""
-    from deepyard.k8s.status import summarize_metrics
+    """The driver's newest step, loss, attempt and checkpoint count into status.metrics,
+    and the newest checkpoint's step into status.lastCheckpointStep."""
+    from deepyard.k8s.status import metrics_status, summarize_metrics
 
     head = f"{status['rayClusterName']}-head-svc.{namespace}.svc"
     try:
         summary = summarize_metrics(fetch_metrics(f"http://{head}:{METRICS_PORT}/metrics"))
     except OSError as exc:
         raise kopf.TemporaryError(f"cannot read the job's metrics yet: {exc}", delay=60) from None
-    if summary:
-        patch.status["metrics"] = summary
+    patch.status.update(metrics_status(summary))

@@ -111,9 +111,12 @@ def conditions(
     return out
 
 
+STATUS_FIELDS = ("lastCheckpointStep",)  # summary keys that are top-level status fields
+
+
 def summarize_metrics(text: str) -> dict[str, Any]:
     """The job's Prometheus exposition → a small summary (newest step, loss, attempt,
-    checkpoints saved) for `.status.metrics`."""
+    checkpoints saved, the newest checkpoint's step); `metrics_status` places it."""
     from prometheus_client.parser import text_string_to_metric_families
 
     summary: dict[str, Any] = {}
@@ -122,6 +125,7 @@ def summarize_metrics(text: str) -> dict[str, Any]:
         "deepyard_train_loss": ("loss", _first, float),
         "deepyard_job_attempt": ("attempt", max, int),
         "deepyard_checkpoint_saves_total": ("checkpointsSaved", max, int),
+        "deepyard_checkpoint_last_step": ("lastCheckpointStep", max, int),
     }
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -135,3 +139,13 @@ def summarize_metrics(text: str) -> dict[str, Any]:
 
 def _first(a: Any, b: Any) -> Any:
     return a
+
+
+def metrics_status(summary: dict[str, Any]) -> dict[str, Any]:
+    """A metrics summary → the status patch: `lastCheckpointStep` (a printer column) at the
+    top, the rest under `metrics`."""
+    patch: dict[str, Any] = {k: v for k, v in summary.items() if k in STATUS_FIELDS}
+    rest = {k: v for k, v in summary.items() if k not in STATUS_FIELDS}
+    if rest:
+        patch["metrics"] = rest
+    return patch

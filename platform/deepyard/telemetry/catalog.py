@@ -128,6 +128,12 @@ CATALOGUE: tuple[Metric, ...] = (
         JOB,
     ),
     Metric(
+        "deepyard_checkpoint_last_step",
+        "gauge",
+        "Optimizer step of the newest published checkpoint (the one a restart resumes from).",
+        JOB,
+    ),
+    Metric(
         "deepyard_checkpoint_interval_seconds",
         "gauge",
         "The configured save interval in seconds (every_minutes), for overdue alerts.",

@@ -95,6 +95,8 @@ def fake_driver_metrics(url: str) -> str:
             'deepyard_train_loss{job="digits-cnn",run="r1",attempt="1",rank="0"} 0.42',
             "# TYPE deepyard_checkpoint_saves_total counter",
             'deepyard_checkpoint_saves_total{job="digits-cnn",run="r1",attempt="1"} 2',
+            "# TYPE deepyard_checkpoint_last_step gauge",
+            'deepyard_checkpoint_last_step{job="digits-cnn",run="r1"} 100',
             "",
         ]
     )
@@ -217,6 +219,9 @@ async def test_trainjob_becomes_an_owned_rayjob_and_follows_its_status(
         lambda: (obj(operator, TRAINJOBS, "digits-cnn") or {}).get("status", {}).get("metrics")
     )
     assert with_metrics == {"step": 120, "loss": 0.42, "checkpointsSaved": 2}
+    running = obj(operator, TRAINJOBS, "digits-cnn") or {}
+    assert running["status"]["lastCheckpointStep"] == 100
+    assert printer_columns(running)["Checkpoint"] == 100  # kubectl get -o wide
     assert SCRAPED[-1] == "http://digits-cnn-x7k2p-head-svc.ml.svc:9400/metrics"
     assert conditions == {"Admitted": "True", "Running": "True", "Succeeded": "False",
                           "Failed": "False"}  # fmt: skip

@@ -66,3 +66,22 @@ def test_metrics_summary_takes_the_newest_step_over_ranks() -> None:
         "unrelated_metric 1\n"
     )
     assert status.summarize_metrics(text) == {"step": 9, "attempt": 2}
+
+
+def test_last_checkpoint_step_goes_to_the_status_top_level() -> None:
+    text = (
+        "# TYPE deepyard_checkpoint_last_step gauge\n"
+        'deepyard_checkpoint_last_step{job="j",run="r1"} 200\n'
+        "# TYPE deepyard_checkpoint_saves_total counter\n"
+        'deepyard_checkpoint_saves_total{job="j",run="r1"} 3\n'
+        'deepyard_train_step{job="j",rank="0"} 230\n'
+    )
+    summary = status.summarize_metrics(text)
+    assert summary == {"lastCheckpointStep": 200, "checkpointsSaved": 3, "step": 230}
+    assert status.metrics_status(summary) == {
+        "lastCheckpointStep": 200,
+        "metrics": {"checkpointsSaved": 3, "step": 230},
+    }
+    # before the first checkpoint the gauge is absent, and so is the field
+    before = status.summarize_metrics('deepyard_train_step{job="j",rank="0"} 5\n')
+    assert status.metrics_status(before) == {"metrics": {"step": 5}}
