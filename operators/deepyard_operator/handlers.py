@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 from deepyard.errors import SpecError
-from deepyard.k8s import API_VERSION, GROUP, SWEEP, TRAINJOB, VERSION, render
+from deepyard.k8s import API_VERSION, GROUP, SWEEP, TRAINJOB, VERSION, kueue, render
 from deepyard.k8s import status as job_status
 from deepyard.k8s.client import Cluster
 from deepyard.k8s.rayjob import LABEL_JOB, METRICS_PORT
@@ -72,10 +72,10 @@ def create(body: kopf.Body, uid: str, patch: kopf.Patch, logger: Log, **kwargs: 
     kind = KINDS[kwargs["resource"].plural]
     if body.get("status", {}).get("phase") in ("Succeeded", "Failed"):
         return  # finished before the operator restarted: nothing to start again
+    image = os.environ.get("DEEPYARD_JOB_IMAGE") or None
+    classes = kueue.classes_from_env()  # the chart's values: wrong ones fail here, retried
     try:
-        objects = render.generated(
-            _manifest(kind, body), uid, os.environ.get("DEEPYARD_JOB_IMAGE") or None
-        )
+        objects = render.generated(_manifest(kind, body), uid, image, classes)
     except SpecError as exc:
         message = "; ".join(exc.problems)
         patch.status.update(phase="Failed", reason="InvalidSpec", message=message)

@@ -48,11 +48,15 @@ def render(
 ) -> None:
     """Print the TrainJob (or Sweep), and the ConfigMap and KubeRay RayJob the operator
     would make of it, as YAML: for review and GitOps. Needs no cluster."""
+    from deepyard.k8s import kueue
     from deepyard.k8s import render as rendering
 
     with user_errors():
         objects = rendering.render(
-            file, overrides, placement(image, namespace, queue, priority_class)
+            file,
+            overrides,
+            placement(image, namespace, queue, priority_class),
+            classes=kueue.classes_from_env(),  # as the operator would (chart values)
         )
     err_console.print(
         f"rendered {objects[0]['kind']} {objects[0]['metadata']['name']} and what the "

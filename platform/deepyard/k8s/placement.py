@@ -62,7 +62,14 @@ class KubernetesSpec(SpecModel):
     )
     priority_class: str | None = Field(
         default=None,
-        description="PriorityClass of the pods; Kueue orders and preempts workloads by it.",
+        description="PriorityClass of the pods (scheduling and pod preemption). Kueue orders "
+        "queued jobs by it only when no WorkloadPriorityClass applies.",
+    )
+    workload_priority_class: str | None = Field(
+        default=None,
+        description="Kueue WorkloadPriorityClass of the queued RayJob (label "
+        "kueue.x-k8s.io/priority-class); default: the one the operator maps the spec's "
+        "priority to (chart values kueue.workloadPriorityClasses).",
     )
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="Node labels the worker and head pods require."
@@ -99,7 +106,13 @@ class KubernetesSpec(SpecModel):
         default=None, gt=0, description="Fail the job after this many seconds running."
     )
 
-    @field_validator("queue_name", "priority_class", "service_account", "checkpoint_secret")
+    @field_validator(
+        "queue_name",
+        "priority_class",
+        "workload_priority_class",
+        "service_account",
+        "checkpoint_secret",
+    )
     @classmethod
     def _object_name(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", value):

@@ -12,7 +12,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from deepyard.errors import SpecError
-from deepyard.k8s import SWEEP
+from deepyard.k8s import SWEEP, kueue
 from deepyard.k8s.placement import KubernetesSpec, is_remote_uri, k8s_name_problem
 from deepyard.k8s.rayjob import Owner, Run, cluster_job, config_map, labels, rayjob
 from deepyard.spec import spec_hash
@@ -82,7 +82,12 @@ def load_sweep_resource(
         ) from None
 
 
-def build_sweep(spec: SweepJobSpec, owner: Owner, image: str | None = None) -> list[dict]:
+def build_sweep(
+    spec: SweepJobSpec,
+    owner: Owner,
+    image: str | None = None,
+    classes: Sequence[kueue.WorkloadClass] = (),
+) -> list[dict]:
     """The ConfigMap (sweep.yaml, job inline) and the RayJob for one Sweep."""
     sweep = spec.sweep()
     job = cluster_job(sweep.job, fixed_port=False)
@@ -94,7 +99,7 @@ def build_sweep(spec: SweepJobSpec, owner: Owner, image: str | None = None) -> l
     config = config_map(owner, labels(job, owner), SWEEP_FILE, header + text)
     gangs = sweep.budget.max_concurrent or 1
     run = Run(SWEEP_ENTRYPOINT, config["metadata"]["name"], gangs)
-    return [config, rayjob(spec.kubernetes, job, owner, run, image)]
+    return [config, rayjob(spec.kubernetes, job, owner, run, image, classes)]
 
 
 def _dump(job: Any) -> dict[str, Any]:

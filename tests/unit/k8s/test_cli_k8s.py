@@ -41,6 +41,16 @@ def test_render_prints_the_trainjob_and_what_the_operator_makes(kuberay_crds) ->
     assert rayjob["metadata"]["namespace"] == "ml" and "ownerReferences" not in rayjob["metadata"]
 
 
+def test_render_labels_a_queued_job_as_the_operator_would(monkeypatch) -> None:
+    classes = '[{"name": "low", "value": 1, "minPriority": -1000}]'
+    monkeypatch.setenv("DEEPYARD_KUEUE_PRIORITY_CLASSES", classes)  # the chart's values
+    rayjob = render(str(EXAMPLE_JOBS[0]), "--image", IMAGE, "--queue", "q")[-1]
+    assert rayjob["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "low"
+    monkeypatch.setenv("DEEPYARD_KUEUE_PRIORITY_CLASSES", "[{}]")
+    result = runner.invoke(app, ["k8s", "render", str(EXAMPLE_JOBS[0]), "--image", IMAGE])
+    assert result.exit_code == 2 and "DEEPYARD_KUEUE_PRIORITY_CLASSES" in result.stderr
+
+
 def test_render_a_sweep(kuberay_crds) -> None:
     sweep, config, rayjob = render(str(SWEEP_FILE), "--image", IMAGE)
     assert sweep["kind"] == "Sweep" and isinstance(sweep["spec"]["job"], dict)  # job inline

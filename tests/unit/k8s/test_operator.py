@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -176,10 +177,16 @@ def printer_columns(trainjob_obj: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_trainjob_becomes_an_owned_rayjob_and_follows_its_status(
-    operator, kuberay_crds
+    operator, kuberay_crds, monkeypatch
 ) -> None:
-    await create_trainjob(new_trainjob(queue_name="team-a"))
+    classes = [{"name": "low", "value": 1, "minPriority": -1000},
+               {"name": "high", "value": 9, "minPriority": 500}]  # fmt: skip
+    monkeypatch.setenv("DEEPYARD_KUEUE_PRIORITY_CLASSES", json.dumps(classes))  # the chart's
+    manifest = new_trainjob(queue_name="team-a")
+    manifest["spec"]["priority"] = 800
+    await create_trainjob(manifest)
     rayjob = await until(lambda: obj(operator, RAYJOBS, "digits-cnn"))
+    assert rayjob["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "high"
     (owner,) = rayjob["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"], owner["uid"]) == ("TrainJob", "digits-cnn", "6f1c0ad2-tj")
     assert rayjob["spec"]["suspend"] is True  # queued in Kueue until admitted
