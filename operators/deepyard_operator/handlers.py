@@ -4,7 +4,8 @@
   models as the CLI → create the ConfigMap and the RayJob (owned by the resource, so the
   API server's garbage collector deletes them with it) → status Queued/Starting.
 - RayJob changed → the owner's status: phase, conditions, attempts, reason.
-- Every `jobs.metricsIntervalSeconds` while Running → the driver's /metrics → status.metrics.
+- Every `jobs.metricsIntervalSeconds` while Running → the driver's /metrics → status.metrics
+  (a TrainJob's step, loss... and lastCheckpointStep; a Sweep's trial counts and best metric).
 - TrainJob/Sweep deleted → its RayJob and ConfigMap are deleted at once (and by the
   garbage collector through the owner references, should the operator be down).
 """
@@ -139,15 +140,25 @@ def _running(status: kopf.Status, **_: Any) -> bool:
     return bool(status.get("phase") == "Running" and status.get("rayClusterName"))
 
 
+def _driver_metrics(status: kopf.Status, namespace: str | None) -> str:
+    head = f"{status['rayClusterName']}-head-svc.{namespace}.svc"
+    try:
+        return fetch_metrics(f"http://{head}:{METRICS_PORT}/metrics")
+    except OSError as exc:
+        raise kopf.TemporaryError(f"cannot read the job's metrics yet: {exc}", delay=60) from None
+
+
 @kopf.timer(GROUP, VERSION, "trainjobs", interval=METRICS_INTERVAL_S, when=_running)
 def metrics(status: kopf.Status, namespace: str | None, patch: kopf.Patch, **_: Any) -> None:
     """The driver's newest step, loss, attempt and checkpoint count into status.metrics,
     and the newest checkpoint's step into status.lastCheckpointStep."""
-    from deepyard.k8s.status import metrics_status, summarize_metrics
+    summary = job_status.summarize_metrics(_driver_metrics(status, namespace))
+    patch.status.update(job_status.metrics_status(summary))
 
-    head = f"{status['rayClusterName']}-head-svc.{namespace}.svc"
-    try:
-        summary = summarize_metrics(fetch_metrics(f"http://{head}:{METRICS_PORT}/metrics"))
-    except OSError as exc:
-        raise kopf.TemporaryError(f"cannot read the job's metrics yet: {exc}", delay=60) from None
-    patch.status.update(metrics_status(summary))
+
+@kopf.timer(GROUP, VERSION, "sweeps", interval=METRICS_INTERVAL_S, when=_running)
+def sweep_metrics(status: kopf.Status, namespace: str | None, patch: kopf.Patch, **_: Any) -> None:
+    """The sweep driver's trials running/done/failed and best metric into status.metrics."""
+    summary = job_status.summarize_sweep(_driver_metrics(status, namespace))
+    if summary:
+        patch.status["metrics"] = summary

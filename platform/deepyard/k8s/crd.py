@@ -120,6 +120,9 @@ def _printer_columns(kind: str) -> list[dict[str, Any]]:
         columns = [
             ("Phase", "string", ".status.phase", 0),
             ("Trials", "integer", ".spec.budget.max_trials", 0),
+            ("Running", "integer", ".status.metrics.trialsRunning", 0),
+            ("Done", "integer", ".status.metrics.trialsDone", 0),
+            ("Best", "number", ".status.metrics.bestMetric", 0),
             ("Queue", "string", ".spec.kubernetes.queue_name", 0),
             ("Attempts", "integer", ".status.attempts", 0),
             ("Reason", "string", ".status.reason", 1),
@@ -131,9 +134,25 @@ def _printer_columns(kind: str) -> list[dict[str, Any]]:
     ]
 
 
-def status_schema() -> dict[str, Any]:
-    """What the operator writes into `.status` (kopf keeps its own bookkeeping there too)."""
+def status_schema(kind: str = TRAINJOB) -> dict[str, Any]:
+    """What the operator writes into `.status` (kopf keeps its own bookkeeping there too);
+    `metrics` is the job's summary, or a Sweep's (status.summarize_sweep)."""
     text, integer, number = {"type": "string"}, {"type": "integer"}, {"type": "number"}
+    metrics = {
+        "step": integer,
+        "loss": number,
+        "samplesPerSecond": number,
+        "checkpointsSaved": integer,
+        "attempt": integer,
+    }
+    if kind == SWEEP:
+        metrics = {
+            "trialsRunning": integer,
+            "trialsDone": integer,
+            "trialsFailed": integer,
+            "bestMetric": number,
+            "metric": text,
+        }
     condition = {
         "type": "object",
         "required": ["type", "status"],
@@ -163,16 +182,7 @@ def status_schema() -> dict[str, Any]:
             "startTime": text,
             "endTime": text,
             "observedSpecHash": text,
-            "metrics": {
-                "type": "object",
-                "properties": {
-                    "step": integer,
-                    "loss": number,
-                    "samplesPerSecond": number,
-                    "checkpointsSaved": integer,
-                    "attempt": integer,
-                },
-            },
+            "metrics": {"type": "object", "properties": metrics},
             "conditions": {
                 "type": "array",
                 "items": condition,
@@ -204,7 +214,7 @@ def definition(kind: str) -> dict[str, Any]:
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": openapi(model, rules),
-            "status": status_schema(),
+            "status": status_schema(kind),
         },
     }
     return {

@@ -66,13 +66,16 @@ def ray_version() -> str:
 
 def cluster_job(spec: JobSpec, fixed_port: bool = True) -> JobSpec:
     """The spec as it runs on the cluster: metrics listen on the pod's address, at a fixed
-    port (so the PodMonitor finds them) unless the spec says otherwise or several drivers
-    share a pod (a sweep's trials: `fixed_port=False`)."""
+    port (so the PodMonitor finds them) unless the spec says otherwise; or, where several
+    drivers share a pod (a sweep's trials: `fixed_port=False`), at any free port — the
+    sweep driver serves them all on METRICS_PORT (deepyard.sweep.metrics)."""
     raw = spec.model_dump(mode="json", exclude_unset=True, by_alias=True)
     telemetry = raw.setdefault("telemetry", {})
     if spec.telemetry.metrics:
         telemetry.setdefault("address", "0.0.0.0")
-        if fixed_port and not spec.telemetry.port:
+        if not fixed_port:
+            telemetry["port"] = 0
+        elif not spec.telemetry.port:
             telemetry["port"] = METRICS_PORT
     return JobSpec.model_validate(raw)
 

@@ -149,3 +149,29 @@ def metrics_status(summary: dict[str, Any]) -> dict[str, Any]:
     if rest:
         patch["metrics"] = rest
     return patch
+
+
+DONE = ("finished", "stopped early", "failed", "not run")  # sweep trial states that ended
+
+
+def summarize_sweep(text: str) -> dict[str, Any]:
+    """The sweep driver's exposition (deepyard.sweep.metrics) → `.status.metrics` of a
+    Sweep: trials running, done and failed, and the best value of the sweep's metric."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, int] = {}
+    summary: dict[str, Any] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "deepyard_sweep_trials":
+                state = sample.labels["state"]
+                counts[state] = counts.get(state, 0) + int(sample.value)
+            elif sample.name == "deepyard_sweep_best_metric":
+                summary |= {"bestMetric": float(sample.value), "metric": sample.labels["metric"]}
+    if counts:
+        summary |= {
+            "trialsRunning": counts.get("running", 0),
+            "trialsDone": sum(counts.get(state, 0) for state in DONE),
+            "trialsFailed": counts.get("failed", 0),
+        }
+    return summary

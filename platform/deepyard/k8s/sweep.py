@@ -14,7 +14,15 @@ from pydantic import Field, ValidationError, model_validator
 from deepyard.errors import SpecError
 from deepyard.k8s import SWEEP, kueue
 from deepyard.k8s.placement import KubernetesSpec, is_remote_uri, k8s_name_problem
-from deepyard.k8s.rayjob import Owner, Run, cluster_job, config_map, labels, rayjob
+from deepyard.k8s.rayjob import (
+    METRICS_PORT,
+    Owner,
+    Run,
+    cluster_job,
+    config_map,
+    labels,
+    rayjob,
+)
 from deepyard.spec import spec_hash
 from deepyard.spec.sweep import SweepSpec
 
@@ -22,6 +30,8 @@ SWEEP_FILE = "sweep.yaml"
 SWEEP_ENTRYPOINT = (
     f"python -m deepyard.cli.main sweep run /etc/deepyard/{SWEEP_FILE} --address auto"
 )
+# The driver serves the sweep's /metrics (and its trials') on the head pod's job-metrics port.
+SWEEP_METRICS = f" --metrics-address 0.0.0.0 --metrics-port {METRICS_PORT}"
 
 
 class SweepJobSpec(SweepSpec):
@@ -98,7 +108,8 @@ def build_sweep(
     header = f"# made by deepyard-operator for Sweep {owner.name}, spec hash {spec_hash(sweep)}\n"
     config = config_map(owner, labels(job, owner), SWEEP_FILE, header + text)
     gangs = sweep.budget.max_concurrent or 1
-    run = Run(SWEEP_ENTRYPOINT, config["metadata"]["name"], gangs)
+    entrypoint = SWEEP_ENTRYPOINT + (SWEEP_METRICS if job.telemetry.metrics else "")
+    run = Run(entrypoint, config["metadata"]["name"], gangs)
     return [config, rayjob(spec.kubernetes, job, owner, run, image, classes)]
 
 

@@ -224,6 +224,22 @@ def test_chart_ships_the_alerts_dashboards_and_generated_crds(tmp_path) -> None:
     )
 
 
+@pytest.mark.parametrize("spec", ["examples/digits_cnn.yaml", "sweeps/digits_sweep.yaml"])
+def test_pod_monitor_finds_every_driver(spec, tmp_path) -> None:
+    """A TrainJob's driver and a Sweep's (which serves its trials' series too) listen on
+    the head pod's job-metrics port, which the PodMonitor selects and scrapes."""
+    from deepyard.k8s.render import render
+
+    objects = rendered(VALUES["default"], "1.33", tmp_path)
+    (monitor,) = [o for o in objects if o["kind"] == "PodMonitor"]
+    rayjob = render(REPO / "jobs" / spec, placement={"image": "registry.example/dy:1"})[-1]
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= head["metadata"]["labels"].items()
+    ports = {p["name"] for p in head["spec"]["containers"][0]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports
+
+
 def test_monitoring_can_be_left_out(tmp_path) -> None:
     kinds = {o["kind"] for o in rendered(VALUES["no-monitoring"], "1.33", tmp_path)}
     assert not {"PodMonitor", "PrometheusRule", "ServiceAccount"} & kinds

@@ -57,6 +57,11 @@ def test_render_a_sweep(kuberay_crds) -> None:
     assert k8s_schema.problems(sweep, crd.definition(SWEEP)) == []
     assert k8s_schema.problems(rayjob, kuberay_crds["RayJob"]) == []
     assert "sweep run /etc/deepyard/sweep.yaml --address auto" in rayjob["spec"]["entrypoint"]
+    # the driver serves the sweep's /metrics (its trials' merged in) where the PodMonitor looks
+    assert rayjob["spec"]["entrypoint"].endswith("--metrics-address 0.0.0.0 --metrics-port 9400")
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    assert {"name": "job-metrics", "containerPort": 9400} in head["spec"]["containers"][0]["ports"]
+    assert head["metadata"]["labels"]["deepyard.dev/role"] == "head"
     workers = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     assert workers["replicas"] == 2 * 2  # 2 workers a trial x budget.max_concurrent 2
     text = config["data"]["sweep.yaml"]

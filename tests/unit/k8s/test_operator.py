@@ -85,8 +85,20 @@ SCRAPED: list[str] = []
 
 
 def fake_driver_metrics(url: str) -> str:
-    """The driver's /metrics as the exporter serves it (the head Service has no DNS here)."""
+    """The driver's /metrics as the exporter serves it (the head Service has no DNS here);
+    a sweep's driver serves its own gauges (deepyard.sweep.metrics) beside its trials'."""
     SCRAPED.append(url)
+    if "sweep" in url:
+        return "\n".join(
+            [
+                "# TYPE deepyard_sweep_trials gauge",
+                'deepyard_sweep_trials{job="digits-sweep",state="running"} 2',
+                'deepyard_sweep_trials{job="digits-sweep",state="finished"} 1',
+                "# TYPE deepyard_sweep_best_metric gauge",
+                'deepyard_sweep_best_metric{job="digits-sweep",metric="accuracy"} 0.9',
+                "",
+            ]
+        )
     return "\n".join(
         [
             "# TYPE deepyard_train_step gauge",
@@ -305,7 +317,8 @@ async def test_a_sweep_becomes_a_rayjob_running_deepyard_sweep(operator, kuberay
     assert rayjob["metadata"]["ownerReferences"][0]["kind"] == "Sweep"
     assert " sweep run " in rayjob["spec"]["entrypoint"]
     assert k8s_schema.problems(rayjob, kuberay_crds["RayJob"]) == []
-    await rayjob_status("digits-sweep", {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"})
+    running = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
+    await rayjob_status("digits-sweep", running | {"rayClusterName": "digits-sweep-q2w"})
     sweeps = "deepyard.dev/v1alpha1/sweeps"
     await until(
         lambda: (
@@ -313,3 +326,10 @@ async def test_a_sweep_becomes_a_rayjob_running_deepyard_sweep(operator, kuberay
             == "Running"
         )
     )
+    # the metrics timer runs for Sweeps too: the sweep driver's summary lands in the status
+    summary = await until(
+        lambda: (obj(operator, sweeps, "digits-sweep") or {}).get("status", {}).get("metrics")
+    )
+    assert summary == {"trialsRunning": 2, "trialsDone": 1, "trialsFailed": 0,
+                       "bestMetric": 0.9, "metric": "accuracy"}  # fmt: skip
+    assert SCRAPED[-1] == "http://digits-sweep-q2w-head-svc.ml.svc:9400/metrics"
