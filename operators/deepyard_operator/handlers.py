@@ -92,7 +92,8 @@ def create(body: kopf.Body, uid: str, patch: kopf.Patch, logger: Log, **kwargs: 
 @kopf.on.update(GROUP, VERSION, "trainjobs", field="spec")
 @kopf.on.update(GROUP, VERSION, "sweeps", field="spec")
 def spec_changed(body: kopf.Body, **_: Any) -> None:
-    """A running job keeps the spec it started with (as a RayJob does): say so, loudly."""
+    """A running job keeps the spec it started with (as a RayJob does): say so, loudly.
+    The CRDs refuse such edits (rules.IMMUTABLE); this covers clusters with older CRDs."""
     kopf.warn(
         body,
         reason="SpecChangeIgnored",

@@ -199,8 +199,26 @@ JOB_RULES: Rules = {
     ],
 }
 
+IMMUTABLE = rule(
+    "self == oldSelf",
+    "the spec is fixed once the job exists (as a RayJob's is); delete it and apply the new "
+    "spec (with checkpointing on, the new job resumes from the last checkpoint)",
+)
+"""A transition rule on `.spec` as a whole: the API server refuses any edit of it, where the
+operator could only warn (SpecChangeIgnored, kept for clusters with older CRDs).
+
+Affordable: it runs only on updates, once, at the root of `.spec` (an object, so a legal
+place for `oldSelf`: no atomic list or map above it). CEL's static estimate of `==` is the
+size of the smaller operand times the traversal factor 0.1 plus a constant; `.spec` declares
+about twenty fields, and even if every free-form field (model.args, deepspeed, the sweep
+space) is counted at the API server's 3 MiB request limit, the estimate stays near 3e5, far
+below the per-rule limit of 1e7 (and the CRD's 1e8). At run time equality stops at the first
+difference and is bounded by the object's real size.
+"""
+
 KUBERNETES_RULES: Rules = {
     (): [
+        IMMUTABLE,
         rule(
             f"!self.name.contains('_') && size(self.name) <= {MAX_NAME}",
             expr="'name=' + "
@@ -235,5 +253,5 @@ TRAINJOB_RULES = merge(JOB_RULES, KUBERNETES_RULES)
 # A Sweep's base job sits under `.spec.job`; its rules move with it.
 SWEEP_RULES = merge(
     {("job", *path): entries for path, entries in JOB_RULES.items()},
-    {(): [KUBERNETES_RULES[()][0]]},
+    {(): [IMMUTABLE, KUBERNETES_RULES[()][1]]},
 )

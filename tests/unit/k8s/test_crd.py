@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 
 from deepyard.errors import SpecError
-from deepyard.k8s import SWEEP, TRAINJOB, crd
+from deepyard.k8s import SWEEP, TRAINJOB, crd, rules
 from deepyard.k8s.placement import validate_trainjob
 from deepyard.testing import k8s_schema
 
@@ -194,3 +194,32 @@ def test_printer_columns_follow_the_status() -> None:
     paths = {c["name"]: c["jsonPath"] for c in columns}
     assert paths["Phase"] == ".status.phase" and paths["Attempts"] == ".status.attempts"
     assert paths["Step"] == ".status.metrics.step" and paths["Queue"].endswith("queue_name")
+
+
+@pytest.mark.parametrize("kind", [TRAINJOB, SWEEP])
+def test_an_edit_of_the_spec_is_refused_and_other_updates_pass(kind) -> None:
+    from deepyard.k8s.render import resource
+
+    from .conftest import REPO
+
+    definition = TRAINJOB_CRD
+    old = BASE
+    if kind == SWEEP:
+        definition = SWEEP_CRD
+        old = resource(REPO / "jobs" / "sweeps" / "digits_sweep.yaml", [], {"image": "i:1"})
+    edited = changed(old, "kubernetes.queue_name", "team-b")
+    assert k8s_schema.problems(edited, definition) == []  # as a new object it is fine
+    refused = k8s_schema.problems(edited, definition, old=old)
+    assert refused == [f"spec: {rules.IMMUTABLE['message']}"]
+    relabelled = {**old, "metadata": {**old["metadata"], "labels": {"team": "a"}}}
+    assert k8s_schema.problems(relabelled, definition, old=old) == []  # metadata may change
+
+
+def test_transition_rules_sit_only_where_oldself_is_allowed() -> None:
+    """Kubernetes allows oldSelf only where no atomic list or map lies above the rule."""
+    for definition in (TRAINJOB_CRD, SWEEP_CRD):
+        spec = k8s_schema.version_schema(definition, "v1alpha1")["properties"]["spec"]
+        assert [r["rule"] for r in spec["x-kubernetes-validations"] if "oldSelf" in r["rule"]] == [
+            "self == oldSelf"
+        ]
+        assert sum("oldSelf" in rule for rule in _rules(spec)) == 1  # nowhere deeper
