@@ -166,17 +166,42 @@ def is_remote_uri(uri: str | None) -> bool:
     return bool(uri and re.match(r"^[a-z][a-z0-9+.-]*://", uri) and not uri.startswith("file:"))
 
 
+# The command-line options that set `kubernetes:` keys (deepyard k8s render|submit, deepyard
+# submit --k8s); a problem with a value they gave names the option, not the file.
+OPTIONS = {
+    "image": "--image",
+    "namespace": "--namespace",
+    "queue_name": "--queue",
+    "priority_class": "--priority-class",
+    "workload_priority_class": "--workload-priority-class",
+}
+
+
 def validate_trainjob(
-    raw: dict[str, Any], source: str = "<TrainJob>", set_paths: Sequence[tuple] = ()
+    raw: dict[str, Any],
+    source: str = "<TrainJob>",
+    set_paths: Sequence[tuple] = (),
+    options: Sequence[str] = (),
 ) -> TrainJobSpec:
-    """A TrainJob spec, or one SpecError listing every problem as the CLI words it."""
+    """A TrainJob spec, or one SpecError listing every problem as the CLI words it
+    (`options`: the `kubernetes:` keys a command-line option set)."""
     from deepyard.spec.load import _describe
 
     try:
         return TrainJobSpec.model_validate(raw)
     except ValidationError as exc:
-        problems = [_describe(e, source, None, set(set_paths)) for e in exc.errors()]
+        problems = [
+            _describe(e, option_of(e["loc"], options) or source, None, set(set_paths))
+            for e in exc.errors()
+        ]
         raise SpecError(problems, source) from None
+
+
+def option_of(loc: Sequence[Any], options: Sequence[str]) -> str | None:
+    """The option that set the field at `loc` (None: the file set it)."""
+    if len(loc) >= 2 and loc[0] == "kubernetes" and loc[1] in options:
+        return OPTIONS[str(loc[1])]
+    return None
 
 
 def load_trainjob(
@@ -199,4 +224,4 @@ def load_trainjob(
     if placement:
         raw["kubernetes"] = {**(raw.get("kubernetes") or {}), **placement}
     set_paths = apply_overrides(raw, overrides, str(path))
-    return validate_trainjob(raw, str(path), set_paths), metadata
+    return validate_trainjob(raw, str(path), set_paths, list(placement or {})), metadata

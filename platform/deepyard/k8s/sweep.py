@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from deepyard.errors import SpecError
 from deepyard.k8s import SWEEP, kueue
-from deepyard.k8s.placement import KubernetesSpec, is_remote_uri, k8s_name_problem
+from deepyard.k8s.placement import KubernetesSpec, is_remote_uri, k8s_name_problem, option_of
 from deepyard.k8s.rayjob import (
     METRICS_PORT,
     Owner,
@@ -87,9 +87,14 @@ def load_sweep_resource(
     try:
         return SweepJobSpec.model_validate(resolved), metadata
     except ValidationError as exc:
-        raise SpecError(
-            [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
-        ) from None
+        raise SpecError([_problem(e, list(placement or {})) for e in exc.errors()]) from None
+
+
+def _problem(error: Any, options: list[str]) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    option = option_of(error["loc"], options)
+    field = ".".join(str(p) for p in error["loc"])
+    return f"{option}: {field}: {message}" if option else message
 
 
 def build_sweep(
