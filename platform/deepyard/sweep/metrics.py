@@ -96,7 +96,11 @@ class SweepCollector:
 
     def collect(self) -> Iterator[Metric]:
         families = sweep_families(self.sweep, self.status())
-        for address in self.endpoints().values():
+        try:
+            addresses = list(self.endpoints().values())
+        except Exception:  # the directory is busy or gone: serve the sweep's own series
+            addresses = []
+        for address in addresses:
             try:
                 families += text_string_to_metric_families(self.fetcher(address))
             except (OSError, ValueError):
@@ -151,7 +155,11 @@ def serve(sweep: str, status: Callable[[], dict[str, Any]], address: str, port: 
     host:port). The actor lives as long as the driver's Ray job."""
     import ray
 
-    actor = ray.remote(TrialEndpoints).options(name=directory_name(sweep), num_cpus=0).remote()
+    actor: Any = (
+        ray.remote(TrialEndpoints)
+        .options(name=directory_name(sweep), num_cpus=0, get_if_exists=True)
+        .remote()
+    )
 
     def endpoints() -> dict[str, str]:
         return dict(ray.get(actor.all.remote(), timeout=FETCH_TIMEOUT_S))

@@ -90,3 +90,11 @@ def test_the_directory_forgets_a_retired_trial() -> None:
     directory.retire("t1")
     directory.retire("never-announced")
     assert directory.all() == {"t2": "10.0.0.6:38817"}
+
+
+def test_a_busy_directory_still_leaves_the_sweeps_own_series() -> None:
+    def busy() -> dict[str, str]:
+        raise TimeoutError("ray.get timed out")
+
+    collected = list(metrics.SweepCollector("s", lambda: STATUS, busy).collect())
+    assert [f.name for f in collected] == [metrics.TRIALS, metrics.BEST]
