@@ -223,3 +223,10 @@ def test_transition_rules_sit_only_where_oldself_is_allowed() -> None:
             "self == oldSelf"
         ]
         assert sum("oldSelf" in rule for rule in _rules(spec)) == 1  # nowhere deeper
+
+
+def test_what_only_pydantic_sees_passes_the_api_server() -> None:
+    """Model arguments depend on each builder's signature: the operator refuses them."""
+    manifest = changed(BASE, "model.args", {"no_such_arg": 1})
+    assert api_server(manifest) == []
+    assert any("model.args has no_such_arg" in p for p in cli(manifest))

@@ -294,7 +294,7 @@ async def test_deleting_the_trainjob_removes_its_rayjob_and_configmap(operator) 
 
 async def test_an_invalid_spec_fails_the_trainjob_without_a_rayjob(operator) -> None:
     manifest = new_trainjob()
-    manifest["spec"]["model"]["name"] = "no-such-model"  # only pydantic knows the registry
+    manifest["spec"]["model"]["args"] = {"no_such_arg": 1}  # only pydantic knows builders
     await create_trainjob(manifest)
 
     def failed() -> Any:
@@ -303,7 +303,7 @@ async def test_an_invalid_spec_fails_the_trainjob_without_a_rayjob(operator) -> 
 
     status = (await until(failed))["status"]
     assert status["reason"] == "InvalidSpec"
-    assert "model.name" in status["message"] and "no-such-model" in status["message"]
+    assert "model.args has no_such_arg" in status["message"]
     assert obj(operator, RAYJOBS, "digits-cnn") is None
 
 
