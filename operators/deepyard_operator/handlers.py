@@ -4,7 +4,8 @@
   models as the CLI → create the ConfigMap and the RayJob (owned by the resource, so the
   API server's garbage collector deletes them with it) → status Queued/Starting.
 - RayJob changed → the owner's status: phase, conditions, attempts, reason.
-- Every `jobs.metricsIntervalSeconds` while Running → the driver's /metrics → status.metrics.
+- Every `jobs.metricsIntervalSeconds` while Running → the driver's /metrics → status.metrics
+  (a TrainJob's step, loss... and lastCheckpointStep; a Sweep's trial counts and best metric).
 - TrainJob/Sweep deleted → its RayJob and ConfigMap are deleted at once (and by the
   garbage collector through the owner references, should the operator be down).
 """
@@ -19,7 +20,7 @@ from typing import Any
 import kopf
 
 from deepyard.errors import SpecError
-from deepyard.k8s import API_VERSION, GROUP, SWEEP, TRAINJOB, VERSION, render
+from deepyard.k8s import API_VERSION, GROUP, SWEEP, TRAINJOB, VERSION, kueue, render
 from deepyard.k8s import status as job_status
 from deepyard.k8s.client import Cluster
 from deepyard.k8s.rayjob import LABEL_JOB, METRICS_PORT
@@ -72,10 +73,10 @@ def create(body: kopf.Body, uid: str, patch: kopf.Patch, logger: Log, **kwargs: 
     kind = KINDS[kwargs["resource"].plural]
     if body.get("status", {}).get("phase") in ("Succeeded", "Failed"):
         return  # finished before the operator restarted: nothing to start again
+    image = os.environ.get("DEEPYARD_JOB_IMAGE") or None
+    classes = kueue.classes_from_env()  # the chart's values: wrong ones fail here, retried
     try:
-        objects = render.generated(
-            _manifest(kind, body), uid, os.environ.get("DEEPYARD_JOB_IMAGE") or None
-        )
+        objects = render.generated(_manifest(kind, body), uid, image, classes)
     except SpecError as exc:
         message = "; ".join(exc.problems)
         patch.status.update(phase="Failed", reason="InvalidSpec", message=message)
@@ -91,7 +92,8 @@ def create(body: kopf.Body, uid: str, patch: kopf.Patch, logger: Log, **kwargs: 
 @kopf.on.update(GROUP, VERSION, "trainjobs", field="spec")
 @kopf.on.update(GROUP, VERSION, "sweeps", field="spec")
 def spec_changed(body: kopf.Body, **_: Any) -> None:
-    """A running job keeps the spec it started with (as a RayJob does): say so, loudly."""
+    """A running job keeps the spec it started with (as a RayJob does): say so, loudly.
+    The CRDs refuse such edits (rules.IMMUTABLE); this covers clusters with older CRDs."""
     kopf.warn(
         body,
         reason="SpecChangeIgnored",
@@ -139,15 +141,25 @@ def _running(status: kopf.Status, **_: Any) -> bool:
     return bool(status.get("phase") == "Running" and status.get("rayClusterName"))
 
 
-@kopf.timer(GROUP, VERSION, "trainjobs", interval=METRICS_INTERVAL_S, when=_running)
-def metrics(status: kopf.Status, namespace: str | None, patch: kopf.Patch, **_: Any) -> None:
-    """The driver's newest step, loss, attempt and checkpoint count into status.metrics."""
-    from deepyard.k8s.status import summarize_metrics
-
+def _driver_metrics(status: kopf.Status, namespace: str | None) -> str:
     head = f"{status['rayClusterName']}-head-svc.{namespace}.svc"
     try:
-        summary = summarize_metrics(fetch_metrics(f"http://{head}:{METRICS_PORT}/metrics"))
+        return fetch_metrics(f"http://{head}:{METRICS_PORT}/metrics")
     except OSError as exc:
         raise kopf.TemporaryError(f"cannot read the job's metrics yet: {exc}", delay=60) from None
+
+
+@kopf.timer(GROUP, VERSION, "trainjobs", interval=METRICS_INTERVAL_S, when=_running)
+def metrics(status: kopf.Status, namespace: str | None, patch: kopf.Patch, **_: Any) -> None:
+    """The driver's newest step, loss, attempt and checkpoint count into status.metrics,
+    and the newest checkpoint's step into status.lastCheckpointStep."""
+    summary = job_status.summarize_metrics(_driver_metrics(status, namespace))
+    patch.status.update(job_status.metrics_status(summary))
+
+
+@kopf.timer(GROUP, VERSION, "sweeps", interval=METRICS_INTERVAL_S, when=_running)
+def sweep_metrics(status: kopf.Status, namespace: str | None, patch: kopf.Patch, **_: Any) -> None:
+    """The sweep driver's trials running/done/failed and best metric into status.metrics."""
+    summary = job_status.summarize_sweep(_driver_metrics(status, namespace))
     if summary:
         patch.status["metrics"] = summary

@@ -145,3 +145,33 @@ def test_api_server_rejects_an_invalid_trainjob_with_the_cli_message(
     )
     assert done.returncode != 0
     assert "training.max_steps and training.epochs are alternatives; keep one" in done.stderr
+
+
+def test_api_server_refuses_an_edit_of_a_trainjobs_spec(installed: Any, tmp_path: Path) -> None:
+    """The CRDs' transition rule (and its CEL cost) as a real API server judges them; the
+    queue name keeps the RayJob suspended (no Kueue here), so nothing trains."""
+    import yaml
+
+    from deepyard.k8s.render import resource
+
+    placement = {"image": IMAGE, "namespace": NAMESPACE, "queue_name": "nowhere"}
+    manifest = resource(REPO / "jobs" / "examples" / "digits_cnn.yaml", [], placement)
+    manifest["metadata"]["name"] = "digits-cnn-immutable"
+    manifest["spec"]["name"] = "digits-cnn-immutable"
+    path = tmp_path / "trainjob.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    kubectl("apply", "-f", str(path))
+    try:
+        manifest["spec"]["training"]["epochs"] = 2
+        path.write_text(yaml.safe_dump(manifest))
+        assert KUBECTL and CONTEXT
+        done = subprocess.run(
+            [KUBECTL, "--context", CONTEXT, "apply", "-f", str(path)],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode != 0
+        assert "the spec is fixed once the job exists" in done.stderr
+        kubectl("label", "trainjob", "digits-cnn-immutable", "team=a")  # metadata may change
+    finally:
+        kubectl("delete", "trainjob", "digits-cnn-immutable", "--wait=true", check=False)

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from deepyard.cli import k8s as k8s_options
 from deepyard.cli.errors import err_console, user_errors
 
 AddressOption = typer.Option(
@@ -37,23 +38,28 @@ def submit(
     k8s: bool = typer.Option(
         False,
         "--k8s",
-        help="Create a TrainJob (or Sweep) on the current Kubernetes context instead; "
-        "see `deepyard k8s submit --help` for its options (--image, --namespace, --queue).",
+        help="Create a TrainJob (or Sweep) on the current Kubernetes context instead "
+        "(same as `deepyard k8s submit`), placed by the options below.",
     ),
+    image: str | None = k8s_options.ImageOption,
+    namespace: str | None = k8s_options.NamespaceOption,
+    queue: str | None = k8s_options.QueueOption,
+    priority_class: str | None = k8s_options.PriorityOption,
+    workload_priority_class: str | None = k8s_options.WorkloadPriorityOption,
+    context: str | None = k8s_options.ContextOption,
 ) -> None:
-    """Validate a job here, then run it on the cluster; prints the job id."""
+    """Validate a job here, then run it on the cluster; prints the job id. With --k8s, the
+    placement options override the spec's `kubernetes:` section."""
     from deepyard import spec as specs
     from deepyard.launch.remote import connect
 
+    given = k8s_options.placement(image, namespace, queue, priority_class, workload_priority_class)
     if k8s:  # Kubernetes: the same spec as a TrainJob custom resource (deepyard.cli.k8s)
-        import os
-
-        from deepyard.cli.k8s import submit as submit_k8s
-
         if working_dir is not None or address is not None:
             err_console.print("warning: --working-dir and --address do not apply with --k8s")
-        submit_k8s(file, overrides, os.environ.get("DEEPYARD_IMAGE"), None, None, None, None)
+        k8s_options.submit_resource(file, overrides, given, context)
         return
+    _warn_k8s_only(given, context)
     with user_errors():
         spec = specs.load(file, overrides)
         cluster = connect(address, token_file)
@@ -63,6 +69,17 @@ def submit(
         f"`deepyard logs {escape(job_id)} --follow`"
     )
     print(job_id)
+
+
+def _warn_k8s_only(given: dict[str, str], context: str | None) -> None:
+    """Placement options without --k8s do nothing: say so rather than ignore them."""
+    from deepyard.k8s.placement import OPTIONS
+
+    ignored = [OPTIONS[k] for k in given if k != "image"]  # image: maybe from $DEEPYARD_IMAGE
+    ignored += ["--context"] if context else []
+    if ignored:
+        verb = "applies" if len(ignored) == 1 else "apply"
+        err_console.print(f"warning: {', '.join(ignored)} {verb} only with --k8s; ignored")
 
 
 @jobs_app.command("list")

@@ -20,19 +20,32 @@ ImageOption = typer.Option(
 NamespaceOption = typer.Option(None, "--namespace", "-n", help="Namespace of the job.")
 QueueOption = typer.Option(None, "--queue", help="Kueue LocalQueue (kueue.x-k8s.io/queue-name).")
 PriorityOption = typer.Option(None, "--priority-class", help="PriorityClass of the pods.")
+WorkloadPriorityOption = typer.Option(
+    None,
+    "--workload-priority-class",
+    help="Kueue WorkloadPriorityClass (default: the one the job's priority maps to).",
+)
+ContextOption = typer.Option(None, "--context", help="kubeconfig context to use.")
 SetOption = typer.Option(
     [], "--set", help="Override a field by dotted path, e.g. --set kubernetes.shm_size=8Gi."
 )
 
 
 def placement(
-    image: str | None, namespace: str | None, queue: str | None, priority_class: str | None
+    image: str | None,
+    namespace: str | None,
+    queue: str | None,
+    priority_class: str | None,
+    workload_priority_class: str | None = None,
 ) -> dict[str, Any]:
+    """The placement options as `kubernetes:` keys; they win over the spec's own and are
+    validated with it (KubernetesSpec), errors naming the option."""
     given = {
         "image": image,
         "namespace": namespace,
         "queue_name": queue,
         "priority_class": priority_class,
+        "workload_priority_class": workload_priority_class,
     }
     return {key: value for key, value in given.items() if value is not None}
 
@@ -45,14 +58,19 @@ def render(
     namespace: str | None = NamespaceOption,
     queue: str | None = QueueOption,
     priority_class: str | None = PriorityOption,
+    workload_priority_class: str | None = WorkloadPriorityOption,
 ) -> None:
     """Print the TrainJob (or Sweep), and the ConfigMap and KubeRay RayJob the operator
     would make of it, as YAML: for review and GitOps. Needs no cluster."""
+    from deepyard.k8s import kueue
     from deepyard.k8s import render as rendering
 
     with user_errors():
         objects = rendering.render(
-            file, overrides, placement(image, namespace, queue, priority_class)
+            file,
+            overrides,
+            placement(image, namespace, queue, priority_class, workload_priority_class),
+            classes=kueue.classes_from_env(),  # as the operator would (chart values)
         )
     err_console.print(
         f"rendered {objects[0]['kind']} {objects[0]['metadata']['name']} and what the "
@@ -74,17 +92,29 @@ def submit(
     namespace: str | None = NamespaceOption,
     queue: str | None = QueueOption,
     priority_class: str | None = PriorityOption,
-    context: str | None = typer.Option(None, "--context", help="kubeconfig context to use."),
+    workload_priority_class: str | None = WorkloadPriorityOption,
+    context: str | None = ContextOption,
 ) -> None:
     """Validate here, then create the TrainJob (or Sweep) with the kubernetes client; the
     operator runs it as a KubeRay RayJob. Same as `deepyard submit --k8s`."""
+    submit_resource(
+        file,
+        overrides,
+        placement(image, namespace, queue, priority_class, workload_priority_class),
+        context,
+    )
+
+
+def submit_resource(
+    file: Path, overrides: list[str], given: dict[str, Any], context: str | None
+) -> None:
+    """`deepyard k8s submit` and `deepyard submit --k8s`: `given` is the placement options."""
     from deepyard.k8s import render as rendering
     from deepyard.k8s.client import Cluster, KubernetesError
 
+    image = given.get("image")
     with user_errors():
-        manifest = rendering.resource(
-            file, overrides, placement(image, namespace, queue, priority_class)
-        )
+        manifest = rendering.resource(file, overrides, given)
         rendering.generated(manifest, None, image or "-")  # what the operator will check
         meta = manifest["metadata"]
         cluster = Cluster(context=context)

@@ -20,6 +20,17 @@ app = typer.Typer(
     help="Hyperparameter sweeps: many trials of one job, searched by Ray Tune.",
     no_args_is_help=True,
 )
+MetricsPortOption = typer.Option(
+    None,
+    "--metrics-port",
+    min=0,
+    max=65535,
+    help="Serve the sweep's /metrics here (0: any free port), with every running trial's "
+    "series merged in: one scrape target for the whole sweep (Kubernetes uses 9400).",
+)
+MetricsAddressOption = typer.Option(
+    "127.0.0.1", "--metrics-address", help="Listen address of --metrics-port (loopback)."
+)
 SetOption = typer.Option(
     [],
     "--set",
@@ -53,10 +64,13 @@ def run(
         None, "--address", help="Join a running Ray cluster instead of starting one."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the sweep summary as JSON."),
+    metrics_port: int | None = MetricsPortOption,
+    metrics_address: str = MetricsAddressOption,
 ) -> None:
     """Run a sweep on Ray Tune with a live table of trials; the best trial's job spec is
     written as best.yaml. Rerunning the same command resumes a sweep whose driver stopped."""
-    _run(file, overrides, address, as_json, resume_only=False)
+    metrics_at = None if metrics_port is None else (metrics_address, metrics_port)
+    _run(file, overrides, address, as_json, resume_only=False, metrics_at=metrics_at)
 
 
 @app.command("resume")
@@ -65,10 +79,13 @@ def resume(
     overrides: list[str] = SetOption,
     address: str | None = typer.Option(None, "--address", help="Join a running Ray cluster."),
     as_json: bool = typer.Option(False, "--json", help="Print the sweep summary as JSON."),
+    metrics_port: int | None = MetricsPortOption,
+    metrics_address: str = MetricsAddressOption,
 ) -> None:
     """Finish a sweep whose driver stopped: finished trials are kept, unfinished ones
     resume from their checkpoints, and the searcher continues where it was."""
-    _run(file, overrides, address, as_json, resume_only=True)
+    metrics_at = None if metrics_port is None else (metrics_address, metrics_port)
+    _run(file, overrides, address, as_json, resume_only=True, metrics_at=metrics_at)
 
 
 @app.command("status")
@@ -98,7 +115,12 @@ def status(
 
 
 def _run(
-    file: Path, overrides: list[str], address: str | None, as_json: bool, resume_only: bool
+    file: Path,
+    overrides: list[str],
+    address: str | None,
+    as_json: bool,
+    resume_only: bool,
+    metrics_at: tuple[str, int] | None = None,
 ) -> None:
     import json
 
@@ -108,7 +130,7 @@ def _run(
     with user_errors():
         sweep = load_sweep(file, overrides)
         err_console.print(f"sweep {escape(sweep.name)}: {escape(_trials_line(sweep))}")
-        summary = SweepRunner(sweep, err_console, address).run(resume_only)
+        summary = SweepRunner(sweep, err_console, address, metrics_at=metrics_at).run(resume_only)
     best = summary["best"]
     if best is not None:
         metric = summary["metric"]

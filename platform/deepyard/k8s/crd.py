@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from deepyard.k8s import GROUP, PLURALS, SWEEP, TRAINJOB, VERSION
-from deepyard.k8s.rules import SWEEP_RULES, TRAINJOB_RULES, Rules
+from deepyard.k8s.rules import MAX_FAULTS, SWEEP_RULES, TRAINJOB_RULES, Rules, merge
 
 DROPPED = ("title", "default", "examples", "discriminator")
 
@@ -44,8 +44,13 @@ def _bound(schema: dict[str, Any]) -> None:
     for section, field in (("resources", "custom"), ("kubernetes", "node_selector")):
         if section in props and field in props[section]["properties"]:
             props[section]["properties"][field]["maxProperties"] = 32
+    for section, field in (("model", "name"), ("data", "dataset"), ("data", "engine")):
+        if section in props:  # compared with the registries' names (rules_registry)
+            props[section]["properties"][field]["maxLength"] = 63
     if "checkpoint" in props:
         props["checkpoint"]["properties"]["uri"]["maxLength"] = 4096
+    if "faults" in props:  # the fault-rank rule looks at each fault (rules.MAX_FAULTS)
+        props["faults"]["maxItems"] = MAX_FAULTS
     if "job" in props:  # a Sweep: the same bounds on its base job
         _bound(props["job"])
 
@@ -115,6 +120,9 @@ def _printer_columns(kind: str) -> list[dict[str, Any]]:
         columns = [
             ("Phase", "string", ".status.phase", 0),
             ("Trials", "integer", ".spec.budget.max_trials", 0),
+            ("Running", "integer", ".status.metrics.trialsRunning", 0),
+            ("Done", "integer", ".status.metrics.trialsDone", 0),
+            ("Best", "number", ".status.metrics.bestMetric", 0),
             ("Queue", "string", ".spec.kubernetes.queue_name", 0),
             ("Attempts", "integer", ".status.attempts", 0),
             ("Reason", "string", ".status.reason", 1),
@@ -126,9 +134,25 @@ def _printer_columns(kind: str) -> list[dict[str, Any]]:
     ]
 
 
-def status_schema() -> dict[str, Any]:
-    """What the operator writes into `.status` (kopf keeps its own bookkeeping there too)."""
+def status_schema(kind: str = TRAINJOB) -> dict[str, Any]:
+    """What the operator writes into `.status` (kopf keeps its own bookkeeping there too);
+    `metrics` is the job's summary, or a Sweep's (status.summarize_sweep)."""
     text, integer, number = {"type": "string"}, {"type": "integer"}, {"type": "number"}
+    metrics = {
+        "step": integer,
+        "loss": number,
+        "samplesPerSecond": number,
+        "checkpointsSaved": integer,
+        "attempt": integer,
+    }
+    if kind == SWEEP:
+        metrics = {
+            "trialsRunning": integer,
+            "trialsDone": integer,
+            "trialsFailed": integer,
+            "bestMetric": number,
+            "metric": text,
+        }
     condition = {
         "type": "object",
         "required": ["type", "status"],
@@ -158,16 +182,7 @@ def status_schema() -> dict[str, Any]:
             "startTime": text,
             "endTime": text,
             "observedSpecHash": text,
-            "metrics": {
-                "type": "object",
-                "properties": {
-                    "step": integer,
-                    "loss": number,
-                    "samplesPerSecond": number,
-                    "checkpointsSaved": integer,
-                    "attempt": integer,
-                },
-            },
+            "metrics": {"type": "object", "properties": metrics},
             "conditions": {
                 "type": "array",
                 "items": condition,
@@ -181,10 +196,15 @@ def status_schema() -> dict[str, Any]:
 def definition(kind: str) -> dict[str, Any]:
     """The CustomResourceDefinition of TrainJob or Sweep."""
     from deepyard.k8s.placement import TrainJobSpec
+    from deepyard.k8s.rules_registry import registry_rules
     from deepyard.k8s.sweep import SweepJobSpec
 
     model: type[BaseModel] = TrainJobSpec if kind == TRAINJOB else SweepJobSpec
-    rules = TRAINJOB_RULES if kind == TRAINJOB else SWEEP_RULES
+    named = registry_rules()
+    if kind == TRAINJOB:
+        rules = merge(TRAINJOB_RULES, named)
+    else:  # a Sweep's base job sits under `.spec.job`
+        rules = merge(SWEEP_RULES, {("job", *path): entries for path, entries in named.items()})
     plural = PLURALS[kind]
     root = {
         "type": "object",
@@ -194,7 +214,7 @@ def definition(kind: str) -> dict[str, Any]:
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": openapi(model, rules),
-            "status": status_schema(),
+            "status": status_schema(kind),
         },
     }
     return {

@@ -62,7 +62,14 @@ class KubernetesSpec(SpecModel):
     )
     priority_class: str | None = Field(
         default=None,
-        description="PriorityClass of the pods; Kueue orders and preempts workloads by it.",
+        description="PriorityClass of the pods (scheduling and pod preemption). Kueue orders "
+        "queued jobs by it only when no WorkloadPriorityClass applies.",
+    )
+    workload_priority_class: str | None = Field(
+        default=None,
+        description="Kueue WorkloadPriorityClass of the queued RayJob (label "
+        "kueue.x-k8s.io/priority-class); default: the one the operator maps the spec's "
+        "priority to (chart values kueue.workloadPriorityClasses).",
     )
     node_selector: dict[str, str] = Field(
         default_factory=dict, description="Node labels the worker and head pods require."
@@ -99,7 +106,13 @@ class KubernetesSpec(SpecModel):
         default=None, gt=0, description="Fail the job after this many seconds running."
     )
 
-    @field_validator("queue_name", "priority_class", "service_account", "checkpoint_secret")
+    @field_validator(
+        "queue_name",
+        "priority_class",
+        "workload_priority_class",
+        "service_account",
+        "checkpoint_secret",
+    )
     @classmethod
     def _object_name(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", value):
@@ -153,17 +166,42 @@ def is_remote_uri(uri: str | None) -> bool:
     return bool(uri and re.match(r"^[a-z][a-z0-9+.-]*://", uri) and not uri.startswith("file:"))
 
 
+# The command-line options that set `kubernetes:` keys (deepyard k8s render|submit, deepyard
+# submit --k8s); a problem with a value they gave names the option, not the file.
+OPTIONS = {
+    "image": "--image",
+    "namespace": "--namespace",
+    "queue_name": "--queue",
+    "priority_class": "--priority-class",
+    "workload_priority_class": "--workload-priority-class",
+}
+
+
 def validate_trainjob(
-    raw: dict[str, Any], source: str = "<TrainJob>", set_paths: Sequence[tuple] = ()
+    raw: dict[str, Any],
+    source: str = "<TrainJob>",
+    set_paths: Sequence[tuple] = (),
+    options: Sequence[str] = (),
 ) -> TrainJobSpec:
-    """A TrainJob spec, or one SpecError listing every problem as the CLI words it."""
+    """A TrainJob spec, or one SpecError listing every problem as the CLI words it
+    (`options`: the `kubernetes:` keys a command-line option set)."""
     from deepyard.spec.load import _describe
 
     try:
         return TrainJobSpec.model_validate(raw)
     except ValidationError as exc:
-        problems = [_describe(e, source, None, set(set_paths)) for e in exc.errors()]
+        problems = [
+            _describe(e, option_of(e["loc"], options) or source, None, set(set_paths))
+            for e in exc.errors()
+        ]
         raise SpecError(problems, source) from None
+
+
+def option_of(loc: Sequence[Any], options: Sequence[str]) -> str | None:
+    """The option that set the field at `loc` (None: the file set it)."""
+    if len(loc) >= 2 and loc[0] == "kubernetes" and loc[1] in options:
+        return OPTIONS[str(loc[1])]
+    return None
 
 
 def load_trainjob(
@@ -186,4 +224,4 @@ def load_trainjob(
     if placement:
         raw["kubernetes"] = {**(raw.get("kubernetes") or {}), **placement}
     set_paths = apply_overrides(raw, overrides, str(path))
-    return validate_trainjob(raw, str(path), set_paths), metadata
+    return validate_trainjob(raw, str(path), set_paths, list(placement or {})), metadata

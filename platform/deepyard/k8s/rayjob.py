@@ -10,12 +10,13 @@ created suspended and labelled for the queue; Kueue admits it by unsuspending it
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
 from deepyard.errors import SpecError
-from deepyard.k8s import API_VERSION, TRAINJOB
+from deepyard.k8s import API_VERSION, TRAINJOB, kueue
 from deepyard.k8s.placement import KubernetesSpec, TrainJobSpec
 from deepyard.spec import JobSpec, spec_hash, to_yaml
 
@@ -26,7 +27,7 @@ METRICS_PORT = 9400  # the driver's /metrics on the head pod (the PodMonitor scr
 RAY_METRICS_PORT = 8080
 LABEL_JOB = "deepyard.dev/job"
 LABEL_HASH = "deepyard.dev/spec-hash"
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+QUEUE_LABEL = kueue.QUEUE_LABEL
 MANAGED_BY = {"app.kubernetes.io/managed-by": "deepyard-operator"}
 
 
@@ -65,24 +66,32 @@ def ray_version() -> str:
 
 def cluster_job(spec: JobSpec, fixed_port: bool = True) -> JobSpec:
     """The spec as it runs on the cluster: metrics listen on the pod's address, at a fixed
-    port (so the PodMonitor finds them) unless the spec says otherwise or several drivers
-    share a pod (a sweep's trials: `fixed_port=False`)."""
+    port (so the PodMonitor finds them) unless the spec says otherwise; or, where several
+    drivers share a pod (a sweep's trials: `fixed_port=False`), at any free port — the
+    sweep driver serves them all on METRICS_PORT (deepyard.sweep.metrics)."""
     raw = spec.model_dump(mode="json", exclude_unset=True, by_alias=True)
     telemetry = raw.setdefault("telemetry", {})
     if spec.telemetry.metrics:
         telemetry.setdefault("address", "0.0.0.0")
-        if fixed_port and not spec.telemetry.port:
+        if not fixed_port:
+            telemetry["port"] = 0
+        elif not spec.telemetry.port:
             telemetry["port"] = METRICS_PORT
     return JobSpec.model_validate(raw)
 
 
-def build(spec: TrainJobSpec, owner: Owner, image: str | None = None) -> list[dict[str, Any]]:
+def build(
+    spec: TrainJobSpec,
+    owner: Owner,
+    image: str | None = None,
+    classes: Sequence[kueue.WorkloadClass] = (),
+) -> list[dict[str, Any]]:
     """The ConfigMap and the RayJob for one TrainJob, in creation order."""
     job = cluster_job(spec.job())
     header = f"made by deepyard-operator for TrainJob {owner.name}, spec hash {spec_hash(job)}"
     config = config_map(owner, labels(job, owner), SPEC_FILE, to_yaml(job, header))
     run = Run(ENTRYPOINT, config["metadata"]["name"], gangs=1)
-    return [config, rayjob(spec.kubernetes, job, owner, run, image)]
+    return [config, rayjob(spec.kubernetes, job, owner, run, image, classes)]
 
 
 @dataclass(frozen=True)
@@ -109,18 +118,25 @@ def config_map(owner: Owner, labels: dict[str, str], file: str, text: str) -> di
 
 
 def rayjob(
-    k8s: KubernetesSpec, job: JobSpec, owner: Owner, run: Run, image: str | None
+    k8s: KubernetesSpec,
+    job: JobSpec,
+    owner: Owner,
+    run: Run,
+    image: str | None,
+    classes: Sequence[kueue.WorkloadClass] = (),
 ) -> dict[str, Any]:
-    """The RayJob running `run` on a RayCluster sized for `run.gangs` gangs of `job`."""
+    """The RayJob running `run` on a RayCluster sized for `run.gangs` gangs of `job`;
+    queued, it carries Kueue's labels (`classes`: the WorkloadPriorityClasses to map the
+    spec's priority to)."""
     chosen = k8s.image or image
     if not chosen:
         raise SpecError(
             "kubernetes.image is not set; set it to an image with deepyard installed "
             "(or install the chart with jobs.image, or pass --image)"
         )
-    meta_labels = labels(job, owner)
-    if k8s.queue_name:
-        meta_labels[QUEUE_LABEL] = k8s.queue_name
+    meta_labels = labels(job, owner) | kueue.labels(
+        k8s.queue_name, k8s.workload_priority_class, k8s.priority_class, job.priority, classes
+    )
     body: dict[str, Any] = {
         "entrypoint": run.entrypoint,
         "shutdownAfterJobFinishes": True,

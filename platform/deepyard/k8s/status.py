@@ -111,9 +111,12 @@ def conditions(
     return out
 
 
+STATUS_FIELDS = ("lastCheckpointStep",)  # summary keys that are top-level status fields
+
+
 def summarize_metrics(text: str) -> dict[str, Any]:
     """The job's Prometheus exposition → a small summary (newest step, loss, attempt,
-    checkpoints saved) for `.status.metrics`."""
+    checkpoints saved, the newest checkpoint's step); `metrics_status` places it."""
     from prometheus_client.parser import text_string_to_metric_families
 
     summary: dict[str, Any] = {}
@@ -122,6 +125,7 @@ def summarize_metrics(text: str) -> dict[str, Any]:
         "deepyard_train_loss": ("loss", _first, float),
         "deepyard_job_attempt": ("attempt", max, int),
         "deepyard_checkpoint_saves_total": ("checkpointsSaved", max, int),
+        "deepyard_checkpoint_last_step": ("lastCheckpointStep", max, int),
     }
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -135,3 +139,39 @@ def summarize_metrics(text: str) -> dict[str, Any]:
 
 def _first(a: Any, b: Any) -> Any:
     return a
+
+
+def metrics_status(summary: dict[str, Any]) -> dict[str, Any]:
+    """A metrics summary → the status patch: `lastCheckpointStep` (a printer column) at the
+    top, the rest under `metrics`."""
+    patch: dict[str, Any] = {k: v for k, v in summary.items() if k in STATUS_FIELDS}
+    rest = {k: v for k, v in summary.items() if k not in STATUS_FIELDS}
+    if rest:
+        patch["metrics"] = rest
+    return patch
+
+
+DONE = ("finished", "stopped early", "failed", "not run")  # sweep trial states that ended
+
+
+def summarize_sweep(text: str) -> dict[str, Any]:
+    """The sweep driver's exposition (deepyard.sweep.metrics) → `.status.metrics` of a
+    Sweep: trials running, done and failed, and the best value of the sweep's metric."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, int] = {}
+    summary: dict[str, Any] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "deepyard_sweep_trials":
+                state = sample.labels["state"]
+                counts[state] = counts.get(state, 0) + int(sample.value)
+            elif sample.name == "deepyard_sweep_best_metric":
+                summary |= {"bestMetric": float(sample.value), "metric": sample.labels["metric"]}
+    if counts:
+        summary |= {
+            "trialsRunning": counts.get("running", 0),
+            "trialsDone": sum(counts.get(state, 0) for state in DONE),
+            "trialsFailed": counts.get("failed", 0),
+        }
+    return summary

@@ -12,9 +12,17 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from deepyard.errors import SpecError
-from deepyard.k8s import SWEEP
-from deepyard.k8s.placement import KubernetesSpec, is_remote_uri, k8s_name_problem
-from deepyard.k8s.rayjob import Owner, Run, cluster_job, config_map, labels, rayjob
+from deepyard.k8s import SWEEP, kueue
+from deepyard.k8s.placement import KubernetesSpec, is_remote_uri, k8s_name_problem, option_of
+from deepyard.k8s.rayjob import (
+    METRICS_PORT,
+    Owner,
+    Run,
+    cluster_job,
+    config_map,
+    labels,
+    rayjob,
+)
 from deepyard.spec import spec_hash
 from deepyard.spec.sweep import SweepSpec
 
@@ -22,6 +30,8 @@ SWEEP_FILE = "sweep.yaml"
 SWEEP_ENTRYPOINT = (
     f"python -m deepyard.cli.main sweep run /etc/deepyard/{SWEEP_FILE} --address auto"
 )
+# The driver serves the sweep's /metrics (and its trials') on the head pod's job-metrics port.
+SWEEP_METRICS = f" --metrics-address 0.0.0.0 --metrics-port {METRICS_PORT}"
 
 
 class SweepJobSpec(SweepSpec):
@@ -77,12 +87,22 @@ def load_sweep_resource(
     try:
         return SweepJobSpec.model_validate(resolved), metadata
     except ValidationError as exc:
-        raise SpecError(
-            [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
-        ) from None
+        raise SpecError([_problem(e, list(placement or {})) for e in exc.errors()]) from None
 
 
-def build_sweep(spec: SweepJobSpec, owner: Owner, image: str | None = None) -> list[dict]:
+def _problem(error: Any, options: list[str]) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    option = option_of(error["loc"], options)
+    field = ".".join(str(p) for p in error["loc"])
+    return f"{option}: {field}: {message}" if option else message
+
+
+def build_sweep(
+    spec: SweepJobSpec,
+    owner: Owner,
+    image: str | None = None,
+    classes: Sequence[kueue.WorkloadClass] = (),
+) -> list[dict]:
     """The ConfigMap (sweep.yaml, job inline) and the RayJob for one Sweep."""
     sweep = spec.sweep()
     job = cluster_job(sweep.job, fixed_port=False)
@@ -93,8 +113,9 @@ def build_sweep(spec: SweepJobSpec, owner: Owner, image: str | None = None) -> l
     header = f"# made by deepyard-operator for Sweep {owner.name}, spec hash {spec_hash(sweep)}\n"
     config = config_map(owner, labels(job, owner), SWEEP_FILE, header + text)
     gangs = sweep.budget.max_concurrent or 1
-    run = Run(SWEEP_ENTRYPOINT, config["metadata"]["name"], gangs)
-    return [config, rayjob(spec.kubernetes, job, owner, run, image)]
+    entrypoint = SWEEP_ENTRYPOINT + (SWEEP_METRICS if job.telemetry.metrics else "")
+    run = Run(entrypoint, config["metadata"]["name"], gangs)
+    return [config, rayjob(spec.kubernetes, job, owner, run, image, classes)]
 
 
 def _dump(job: Any) -> dict[str, Any]:

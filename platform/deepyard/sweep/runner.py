@@ -16,10 +16,12 @@ resume from their own checkpoints, and the searcher replays its journal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +62,14 @@ class SweepRunner:
         console: Console,
         address: str | None = None,
         trainable: Any = None,
+        metrics_at: tuple[str, int] | None = None,
     ) -> None:
         """`trainable`: a Tune trainable to run instead of the job (bench/sweep.py times the
-        sweep machinery itself with trivial trials)."""
+        sweep machinery itself with trivial trials). `metrics_at`: (address, port) of the
+        sweep's own /metrics, which also carries every running trial's (sweep/metrics.py)."""
         self.sweep, self.console, self.address = sweep, console, address
         self.trainable = trainable
+        self.metrics_at = metrics_at
         self.dir = sweep_dir(sweep).resolve()
 
     def run(self, resume_only: bool = False) -> dict[str, Any]:
@@ -174,7 +179,40 @@ class SweepRunner:
         )
         if resuming and not fresh:
             self.console.print(f"resuming sweep {sweep.name} from {self.dir}")
-        analysis = tune.run(
+        with self._serving_metrics(monitor):
+            analysis = self._run_tune(trainable, journal, scheduler, ledger, monitor, resuming)
+        unfinished = [t for t in analysis.trials if t.status in UNFINISHED]
+        # Tune ends early on Ctrl-C (or a budget that stops trials): say which.
+        state = "interrupted" if unfinished else "finished"
+        return self._finish(monitor.refresh(analysis.trials, state=state))
+
+    @contextlib.contextmanager
+    def _serving_metrics(self, monitor: SweepMonitor) -> Iterator[None]:
+        if self.metrics_at is None or not self.sweep.job.telemetry.metrics:
+            yield
+            return
+        from deepyard.sweep.metrics import serve
+
+        server, _actor, where = serve(self.sweep.name, lambda: monitor.status, *self.metrics_at)
+        self.console.print(f"sweep metrics (and its trials'): http://{where}/metrics")
+        try:
+            yield
+        finally:
+            server.stop()
+
+    def _run_tune(
+        self,
+        trainable: Any,
+        journal: Path,
+        scheduler: Any,
+        ledger: Ledger,
+        monitor: SweepMonitor,
+        resuming: bool,
+    ) -> Any:
+        from ray import tune
+
+        sweep = self.sweep
+        return tune.run(
             trainable,
             name=TUNE_DIR,
             storage_path=str(self.dir),
@@ -192,10 +230,6 @@ class SweepRunner:
             raise_on_failed_trial=False,
             verbose=0,
         )
-        unfinished = [t for t in analysis.trials if t.status in UNFINISHED]
-        # Tune ends early on Ctrl-C (or a budget that stops trials): say which.
-        state = "interrupted" if unfinished else "finished"
-        return self._finish(monitor.refresh(analysis.trials, state=state))
 
     def _search(self, journal: Path) -> Any:
         """The journaled searcher; PBT, which Tune runs only without a searcher, gets the

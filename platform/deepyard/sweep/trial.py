@@ -19,6 +19,7 @@ from rich.console import Console
 
 from deepyard.spec.job import JobSpec
 from deepyard.spec.sweep import PbtScheduler, SweepSpec
+from deepyard.sweep import metrics
 from deepyard.sweep.exploit import adopt, donor_pointer, pointer, report_with_pointer
 from deepyard.sweep.space import trial_spec
 
@@ -103,6 +104,8 @@ def _run_job(
         log_dir=session.recorder.run_dir,
         placement=ray.util.get_current_placement_group(),
     )
+    if session.exporter is not None:  # the sweep driver's /metrics carries ours too
+        metrics.announce(setup.sweep.name, trial_id, session.exporter.address)
     try:
         summary = runner.run()
     except Exception as exc:
@@ -110,6 +113,7 @@ def _run_job(
         raise
     finally:
         usage.save()
+        metrics.retire(setup.sweep.name, trial_id)
     session.finish(summary, "succeeded")
 
 

@@ -128,6 +128,12 @@ CATALOGUE: tuple[Metric, ...] = (
         JOB,
     ),
     Metric(
+        "deepyard_checkpoint_last_step",
+        "gauge",
+        "Optimizer step of the newest published checkpoint (the one a restart resumes from).",
+        JOB,
+    ),
+    Metric(
         "deepyard_checkpoint_interval_seconds",
         "gauge",
         "The configured save interval in seconds (every_minutes), for overdue alerts.",
@@ -173,6 +179,22 @@ CATALOGUE: tuple[Metric, ...] = (
         JOB,
     ),
     Metric("deepyard_job_duration_seconds", "gauge", "Time since submission.", JOB),
+    # sweeps: served by the sweep driver (sweep/metrics.py), `job` is the sweep's name
+    Metric(
+        "deepyard_sweep_trials",
+        "gauge",
+        "Trials of the sweep in each state (pending, running, paused, finished, stopped "
+        "early, failed, not run).",
+        ("job", "state"),
+        needs="a sweep driver serving --metrics-port",
+    ),
+    Metric(
+        "deepyard_sweep_best_metric",
+        "gauge",
+        "The sweep's best value so far of its metric (the `metric` label names it).",
+        ("job", "metric"),
+        needs="a sweep driver serving --metrics-port",
+    ),
     # devices (where NVML is present)
     Metric(
         "deepyard_gpu_utilization_ratio", "gauge", "GPU busy fraction (NVML).", RANK, needs="NVML"

@@ -253,8 +253,11 @@ class MetricsExporter:
         self.gauges["deepyard_checkpoint_last_success_timestamp_seconds"].labels(**self.job).set(
             event["t"]
         )
+        self.gauges["deepyard_checkpoint_last_step"].labels(**self.job).set(event["step"])
 
     def _on_resumed(self, event: dict[str, Any]) -> None:
+        # A new driver (a KubeRay retry is a new cluster) learns the newest checkpoint here.
+        self.gauges["deepyard_checkpoint_last_step"].labels(**self.job).set(event["step"])
         self.histograms["deepyard_checkpoint_load_duration_seconds"].labels(**self.job).observe(
             event["restore_s"]
         )

@@ -1,8 +1,9 @@
 """Check a custom resource the way the API server does, without one: the CRD's
 `openAPIV3Schema` (with jsonschema) and its `x-kubernetes-validations` CEL rules (with
 cel-python, `celpy`). Unknown fields are errors, as with `kubectl apply` (strict field
-validation, kubectl's default since 1.25). Transition rules (`oldSelf`) need an update and
-are skipped on create.
+validation, kubectl's default since 1.25). Transition rules (`oldSelf`) run only on an
+update (`problems(obj, crd, old=...)`), and only where the old object has a value at the
+rule's place, as the API server does; on create they are skipped.
 
 Used by the tests (KubeRay's RayJob CRD, our own TrainJob/Sweep CRDs); needs the dev extra.
 """
@@ -29,15 +30,25 @@ def version_schema(crd: dict[str, Any], version: str) -> dict[str, Any]:
     raise KeyError(f"{crd['metadata']['name']} has no version {version}")
 
 
-def problems(obj: dict[str, Any], crd: dict[str, Any], version: str | None = None) -> list[str]:
-    """Every reason the API server would refuse `obj` on create, as `path: message`."""
+NO_OLD = object()  # no old value at this place: transition rules do not run
+
+
+def problems(
+    obj: dict[str, Any],
+    crd: dict[str, Any],
+    version: str | None = None,
+    old: dict[str, Any] | None = None,
+) -> list[str]:
+    """Every reason the API server would refuse `obj` on create (or, with `old`, as an
+    update of `old`), as `path: message`."""
     version = version or obj["apiVersion"].rsplit("/", 1)[-1]
     schema = version_schema(crd, version)
     obj = prune_nulls(obj, schema)
     found = [f"{_path(e.absolute_path)}: {e.message}" for e in _schema_errors(obj, schema)]
     if found:  # the API server runs CEL only on a value that passed the schema
         return found
-    return [f"{path}: {message}" for path, message in cel_failures(obj, schema)]
+    previous = NO_OLD if old is None else prune_nulls(old, schema)
+    return [f"{path}: {message}" for path, message in cel_failures(obj, schema, "", previous)]
 
 
 def prune_nulls(value: Any, schema: dict[str, Any]) -> Any:
@@ -96,28 +107,34 @@ def _to_json_schema(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def cel_failures(value: Any, schema: dict[str, Any], path: str = "") -> list[tuple[str, str]]:
-    """Evaluate every CEL rule along `value`, depth first; (path, message) of each failure."""
+def cel_failures(
+    value: Any, schema: dict[str, Any], path: str = "", old: Any = NO_OLD
+) -> list[tuple[str, str]]:
+    """Evaluate every CEL rule along `value`, depth first; (path, message) of each failure.
+    Transition rules (`oldSelf`) run where `old` has a value."""
     failures: list[tuple[str, str]] = []
     if value is None:
         return failures
     for rule in schema.get("x-kubernetes-validations", []):
-        if "oldSelf" in rule["rule"]:
+        transition = "oldSelf" in rule["rule"]
+        if transition and (old is NO_OLD or old is None):
             continue
-        if not evaluate(rule["rule"], value):
+        previous = old if transition else NO_OLD
+        if not evaluate(rule["rule"], value, previous):
             message = rule.get("message") or f"failed rule: {rule['rule']}"
             if "messageExpression" in rule:
-                message = str(evaluate(rule["messageExpression"], value))
+                message = str(evaluate(rule["messageExpression"], value, previous))
             failures.append((path or "<root>", message))
     if isinstance(value, dict):
         for name, child in value.items():
             sub = schema.get("properties", {}).get(name)
             if sub is None and isinstance(schema.get("additionalProperties"), dict):
                 sub = schema["additionalProperties"]
+            before = old.get(name, NO_OLD) if isinstance(old, dict) else NO_OLD
             if sub is not None:
-                failures += cel_failures(child, sub, f"{path}.{name}" if path else name)
+                failures += cel_failures(child, sub, f"{path}.{name}" if path else name, before)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for index, child in enumerate(value):
+        for index, child in enumerate(value):  # atomic lists: items have no old value
             failures += cel_failures(child, schema["items"], f"{path}[{index}]")
     return failures
 
@@ -125,8 +142,9 @@ def cel_failures(value: Any, schema: dict[str, Any], path: str = "") -> list[tup
 _PROGRAMS: dict[str, Any] = {}
 
 
-def evaluate(expression: str, value: Any) -> Any:
-    """One CEL expression with `self` bound to `value` (compiled once, cached)."""
+def evaluate(expression: str, value: Any, old: Any = NO_OLD) -> Any:
+    """One CEL expression with `self` bound to `value` and, for a transition rule, `oldSelf`
+    to `old` (compiled once, cached)."""
     import celpy
 
     program = _PROGRAMS.get(expression)
@@ -134,7 +152,10 @@ def evaluate(expression: str, value: Any) -> Any:
         env = celpy.Environment()
         program = env.program(env.compile(expression))
         _PROGRAMS[expression] = program
-    result = program.evaluate({"self": celpy.json_to_cel(value)})
+    bound = {"self": celpy.json_to_cel(value)}
+    if old is not NO_OLD:
+        bound["oldSelf"] = celpy.json_to_cel(old)
+    result = program.evaluate(bound)
     if isinstance(result, Exception):
         raise result
     return result

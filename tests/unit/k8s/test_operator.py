@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -84,8 +85,20 @@ SCRAPED: list[str] = []
 
 
 def fake_driver_metrics(url: str) -> str:
-    """The driver's /metrics as the exporter serves it (the head Service has no DNS here)."""
+    """The driver's /metrics as the exporter serves it (the head Service has no DNS here);
+    a sweep's driver serves its own gauges (deepyard.sweep.metrics) beside its trials'."""
     SCRAPED.append(url)
+    if "sweep" in url:
+        return "\n".join(
+            [
+                "# TYPE deepyard_sweep_trials gauge",
+                'deepyard_sweep_trials{job="digits-sweep",state="running"} 2',
+                'deepyard_sweep_trials{job="digits-sweep",state="finished"} 1',
+                "# TYPE deepyard_sweep_best_metric gauge",
+                'deepyard_sweep_best_metric{job="digits-sweep",metric="accuracy"} 0.9',
+                "",
+            ]
+        )
     return "\n".join(
         [
             "# TYPE deepyard_train_step gauge",
@@ -95,6 +108,8 @@ def fake_driver_metrics(url: str) -> str:
             'deepyard_train_loss{job="digits-cnn",run="r1",attempt="1",rank="0"} 0.42',
             "# TYPE deepyard_checkpoint_saves_total counter",
             'deepyard_checkpoint_saves_total{job="digits-cnn",run="r1",attempt="1"} 2',
+            "# TYPE deepyard_checkpoint_last_step gauge",
+            'deepyard_checkpoint_last_step{job="digits-cnn",run="r1"} 100',
             "",
         ]
     )
@@ -174,10 +189,16 @@ def printer_columns(trainjob_obj: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_trainjob_becomes_an_owned_rayjob_and_follows_its_status(
-    operator, kuberay_crds
+    operator, kuberay_crds, monkeypatch
 ) -> None:
-    await create_trainjob(new_trainjob(queue_name="team-a"))
+    classes = [{"name": "low", "value": 1, "minPriority": -1000},
+               {"name": "high", "value": 9, "minPriority": 500}]  # fmt: skip
+    monkeypatch.setenv("DEEPYARD_KUEUE_PRIORITY_CLASSES", json.dumps(classes))  # the chart's
+    manifest = new_trainjob(queue_name="team-a")
+    manifest["spec"]["priority"] = 800
+    await create_trainjob(manifest)
     rayjob = await until(lambda: obj(operator, RAYJOBS, "digits-cnn"))
+    assert rayjob["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] == "high"
     (owner,) = rayjob["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"], owner["uid"]) == ("TrainJob", "digits-cnn", "6f1c0ad2-tj")
     assert rayjob["spec"]["suspend"] is True  # queued in Kueue until admitted
@@ -217,6 +238,9 @@ async def test_trainjob_becomes_an_owned_rayjob_and_follows_its_status(
         lambda: (obj(operator, TRAINJOBS, "digits-cnn") or {}).get("status", {}).get("metrics")
     )
     assert with_metrics == {"step": 120, "loss": 0.42, "checkpointsSaved": 2}
+    running = obj(operator, TRAINJOBS, "digits-cnn") or {}
+    assert running["status"]["lastCheckpointStep"] == 100
+    assert printer_columns(running)["Checkpoint"] == 100  # kubectl get -o wide
     assert SCRAPED[-1] == "http://digits-cnn-x7k2p-head-svc.ml.svc:9400/metrics"
     assert conditions == {"Admitted": "True", "Running": "True", "Succeeded": "False",
                           "Failed": "False"}  # fmt: skip
@@ -270,7 +294,7 @@ async def test_deleting_the_trainjob_removes_its_rayjob_and_configmap(operator) 
 
 async def test_an_invalid_spec_fails_the_trainjob_without_a_rayjob(operator) -> None:
     manifest = new_trainjob()
-    manifest["spec"]["model"]["name"] = "no-such-model"  # only pydantic knows the registry
+    manifest["spec"]["model"]["args"] = {"no_such_arg": 1}  # only pydantic knows builders
     await create_trainjob(manifest)
 
     def failed() -> Any:
@@ -279,7 +303,7 @@ async def test_an_invalid_spec_fails_the_trainjob_without_a_rayjob(operator) -> 
 
     status = (await until(failed))["status"]
     assert status["reason"] == "InvalidSpec"
-    assert "model.name" in status["message"] and "no-such-model" in status["message"]
+    assert "model.args has no_such_arg" in status["message"]
     assert obj(operator, RAYJOBS, "digits-cnn") is None
 
 
@@ -293,7 +317,8 @@ async def test_a_sweep_becomes_a_rayjob_running_deepyard_sweep(operator, kuberay
     assert rayjob["metadata"]["ownerReferences"][0]["kind"] == "Sweep"
     assert " sweep run " in rayjob["spec"]["entrypoint"]
     assert k8s_schema.problems(rayjob, kuberay_crds["RayJob"]) == []
-    await rayjob_status("digits-sweep", {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"})
+    running = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
+    await rayjob_status("digits-sweep", running | {"rayClusterName": "digits-sweep-q2w"})
     sweeps = "deepyard.dev/v1alpha1/sweeps"
     await until(
         lambda: (
@@ -301,3 +326,10 @@ async def test_a_sweep_becomes_a_rayjob_running_deepyard_sweep(operator, kuberay
             == "Running"
         )
     )
+    # the metrics timer runs for Sweeps too: the sweep driver's summary lands in the status
+    summary = await until(
+        lambda: (obj(operator, sweeps, "digits-sweep") or {}).get("status", {}).get("metrics")
+    )
+    assert summary == {"trialsRunning": 2, "trialsDone": 1, "trialsFailed": 0,
+                       "bestMetric": 0.9, "metric": "accuracy"}  # fmt: skip
+    assert SCRAPED[-1] == "http://digits-sweep-q2w-head-svc.ml.svc:9400/metrics"

