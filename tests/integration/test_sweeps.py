@@ -17,9 +17,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from textwrap import dedent
 from typing import Any
@@ -125,14 +127,25 @@ def test_a_killed_driver_resumes_the_sweep_where_it_stopped(tmp_path: Path) -> N
         """,
     )
     home = tmp_path / "runs" / "killed"
+    port = free_port()
     driver = subprocess.Popen(
-        [*DEEPYARD, "sweep", "run", str(spec)],
+        [*DEEPYARD, "sweep", "run", str(spec), "--metrics-port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
         second = wait_for_second_trials_checkpoint(home, driver)
+        # One endpoint serves the sweep's own series and the running trial's (as the
+        # PodMonitor scrapes the head pod on Kubernetes).
+        running = 'deepyard_sweep_trials{job="killed",state="running"} 1.0'
+        scraped = scrape_until(
+            f"http://127.0.0.1:{port}/metrics", [running, "deepyard_train_step{"]
+        )
+        trial_steps = [
+            line for line in scraped.splitlines() if line.startswith("deepyard_train_step{")
+        ]
+        assert trial_steps and all('job="digits-cnn"' in line for line in trial_steps)
         os.kill(driver.pid, signal.SIGKILL)  # no chance to clean up or save anything
         driver.wait(timeout=30)
     finally:
@@ -266,6 +279,27 @@ def wait_for_second_trials_checkpoint(home: Path, driver: subprocess.Popen[bytes
                 return suggested[1]
         time.sleep(0.2)
     raise AssertionError("the second trial never checkpointed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape_until(url: str, needles: list[str], timeout_s: float = 60) -> str:
+    """The endpoint's text once it contains every needle (a trial announces itself, and
+    the sweep's monitor counts it, shortly after it starts)."""
+    deadline, text = time.monotonic() + timeout_s, ""
+    while time.monotonic() < deadline:
+        try:
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+        except OSError:
+            text = ""
+        if all(needle in text for needle in needles):
+            return text
+        time.sleep(0.5)
+    raise AssertionError(f"{url} never showed {needles}; last scrape:\n{text[-3000:]}")
 
 
 def run_dirs(home: Path, trial: str) -> list[Path]:
