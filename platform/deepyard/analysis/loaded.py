@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def load(located: Located, device: torch.device) -> Loaded:
+    # DeepSpeed (consolidating ZeRO partitions) otherwise guesses, and says so on stdout.
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if device.type == "cuda" else "cpu")
     spec = saved_spec(located)
     tokenizer = None
     if spec.data.tokenizer is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -63,7 +65,8 @@ def eval_checkpoint(
     from deepyard.analysis import loaded as loading
     from deepyard.analysis import locate, offline
 
-    with user_errors():
+    # stdout carries the --json line alone: whatever DeepSpeed prints goes to stderr.
+    with user_errors(), contextlib.redirect_stdout(sys.stderr):
         located = locate.resolve(checkpoint, _warn, run_dir)
         model = loading.load(located, loading.pick_device(device))
         split = loading.read_data(model, data, "--data")
@@ -137,7 +140,7 @@ def explain_checkpoint(
     from deepyard.analysis import loaded as loading
     from deepyard.analysis import locate
 
-    with user_errors():
+    with user_errors(), contextlib.redirect_stdout(sys.stderr):
         located = locate.resolve(checkpoint, _warn, run_dir)
         model = loading.load(located, loading.pick_device(device))
         split = loading.read_data(model, inputs, "--inputs")
