@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,53 @@ def test_explain_writes_one_saliency_png_per_image(runs, tmp_path: Path) -> None
             assert image.format == "PNG" and image.size == (2 * 128 + 4, 128)
             heat = image.crop((132, 0, 260, 128)).getcolors(10_000)
             assert heat is not None and len(heat) > 2  # not a blank heatmap
+
+
+@pytest.fixture
+def s3_root(tmp_path: Path) -> Iterator[str]:
+    """An empty prefix on a moto S3 server on 127.0.0.1 (dummy credentials in the env)."""
+    import logging
+
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+            env.delenv(name, raising=False)
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        admin = pafs.S3FileSystem(
+            endpoint_override=f"{host}:{port}", scheme="http", allow_bucket_creation=True
+        )
+        admin.create_dir("ckpts")
+        try:
+            yield f"s3://ckpts/jobs/cnn?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
+        finally:
+            server.stop()
+
+
+def test_a_checkpoint_in_an_s3_store_evaluates_like_the_local_one(
+    runs, s3_root: str, tmp_path: Path
+) -> None:
+    """The ZeRO-3 checkpoint copied to S3 (as a job with an s3:// checkpoint.uri writes it):
+    the store's URI alone finds it; its files are downloaded, verified and consolidated."""
+    from deepyard.checkpoint.store import Store
+
+    summary = runs[3]
+    local = Path(summary["run_dir"]).parent / "checkpoints"
+    remote = Store.open(s3_root)
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            remote.put_file(path, path.relative_to(local).as_posix())
+
+    done = deepyard("eval", s3_root, "--json", "--out", str(tmp_path / "s3.json"))
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(done.stdout)
+    assert record["step"] == STEPS and record["checkpoint"].startswith("s3://ckpts/jobs/cnn")
+    assert record["metrics"] == pytest.approx(summary["eval"], rel=1e-6, abs=1e-6)

@@ -59,7 +59,7 @@ def default_out(loaded: Loaded, data: EvalData) -> Path:
     return (run_dir / name) if run_dir is not None else Path.cwd() / f"{loaded.spec.name}-{name}"
 
 
-def write_json(path: Path, record: dict[str, Any], option: str = "--out") -> None:
+def write_json(path: Path, record: dict[str, Any] | list[Any], option: str = "--out") -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")

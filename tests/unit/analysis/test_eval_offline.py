@@ -6,6 +6,7 @@ report), and the one-line errors for data that does not fit the model."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -220,3 +221,32 @@ def test_uri_parents_keep_scheme_and_query() -> None:
     assert locate.split_last(parent)[0] == (
         "s3://bucket/jobs/ckpt?endpoint_override=h:9000&scheme=http"
     )
+
+
+def test_a_run_folder_keeps_to_its_own_lineage_after_a_restart(make_saved) -> None:
+    """`deepyard run --restart` opens a newer lineage from another run: the old run still
+    means its own checkpoints, while the job's location means the newest."""
+    saved = make_saved(steps=(5, 10))
+    newer = "20260102-000000-0002"
+    (saved.store / newer).mkdir()
+    (saved.store / newer / "lineage.json").write_text("{}")
+    shutil.copytree(saved.step_dir(5), saved.store / newer / "step-000000005")
+    second = saved.job_dir / "20260102-000000-ef01"
+    second.mkdir()
+    (second / "spec.yaml").write_text((saved.run_dir / "spec.yaml").read_text())
+    event = {"type": "checkpoint", "step": 5, "lineage": newer, "blocked_s": 0.0, "t": 1.0}
+    (second / "events.jsonl").write_text(json.dumps(event) + "\n")
+
+    mine = locate.resolve(str(saved.run_dir), print)
+    assert (mine.checkpoint.lineage, mine.checkpoint.step) == (saved.lineage, 10)
+    newest = locate.resolve(str(saved.store), print)
+    assert (newest.checkpoint.lineage, newest.checkpoint.step) == (newer, 5)
+    assert newest.run_dir == second
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")
+def test_device_cuda_without_a_gpu_names_the_fix() -> None:
+    with pytest.raises(DataError, match="--device cuda: no CUDA device is visible here; use"):
+        loading.pick_device("cuda")
+    with pytest.raises(DataError, match="--device tpu: use cpu or cuda"):
+        loading.pick_device("tpu")
