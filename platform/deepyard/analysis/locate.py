@@ -63,7 +63,8 @@ def resolve(arg: str, warn: Warn, run_dir: Path | None = None) -> Located:
     if not path.exists():
         raise CheckpointError(f"CHECKPOINT {arg} does not exist; {ACCEPTED}")
     if (path / "spec.yaml").is_file():
-        return _from_run(path, warn)
+        found = _from_run(path, warn)
+        return found if run_dir is None else Located(found.store, found.checkpoint, run_dir)
     if (path / "checkpoints").is_dir() and not _is_store(path):
         path = path / "checkpoints"
     store, checkpoint = _resolve_uri(str(path), warn)
@@ -130,7 +131,10 @@ def _from_run(run_dir: Path, warn: Warn) -> Located:
     # The default location is OUTPUT_DIR/NAME/checkpoints, and a run is OUTPUT_DIR/NAME/ID.
     uri = checkpoint.get("uri") or str(run_dir.parent / "checkpoints")
     store = _open_existing(uri)
-    lineage = _run_lineage(run_dir) or next(iter(catalog.lineages(store)[-1:]), None)
+    lineage = _run_lineage(run_dir)
+    if lineage is None:  # a run recorded before checkpoint events named their lineage
+        names = catalog.lineages(store)
+        lineage = names[-1] if names else None
     if lineage is None:
         raise CheckpointError(f"CHECKPOINT {run_dir}: {store.shown_uri} holds no checkpoints")
     return Located(store, newest(store, lineage, warn), run_dir)

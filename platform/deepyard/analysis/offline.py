@@ -23,6 +23,7 @@ import torch
 
 from deepyard.analysis.loaded import EvalData, Loaded
 from deepyard.errors import DataError
+from deepyard.tasks.base import to_device
 from deepyard.telemetry.report_offline import RECORD
 
 
@@ -50,6 +51,35 @@ def evaluate(loaded: Loaded, data: EvalData, batch_size: int | None = None) -> d
         "eval_s": round(time.perf_counter() - started, 3),
         "t": time.time(),
     }
+
+
+def evaluate_and_record(
+    loaded: Loaded,
+    data: EvalData,
+    out: Path | None,
+    embeddings: Path | None = None,
+    batch_size: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate; write the JSON (`out`, default `default_out`), the embeddings where asked,
+    and the run's record (and its report.html, where one was rendered)."""
+    if embeddings is not None:
+        _require_encode(loaded)  # before minutes of evaluation, not after
+    record = evaluate(loaded, data, batch_size)
+    if embeddings is not None:
+        size = batch_size or loaded.spec.micro_batch_size
+        width = write_embeddings(loaded, data, embeddings, size)
+        record["embeddings"] = {"path": str(embeddings), "dim": width}
+    path = out or default_out(loaded, data)
+    record["out"] = str(path)
+    write_json(path, record)
+    run_dir = loaded.located.run_dir
+    if run_dir is not None:
+        record["run_record"] = str(add_to_run(run_dir, record))
+        if (run_dir / "report.html").is_file():  # keep a rendered page up to date
+            from deepyard.telemetry.report import write_report
+
+            write_report(run_dir)
+    return record
 
 
 def default_out(loaded: Loaded, data: EvalData) -> Path:
@@ -92,23 +122,12 @@ def add_to_run(run_dir: Path, record: dict[str, Any]) -> Path:
 def write_embeddings(loaded: Loaded, data: EvalData, out: Path, batch_size: int) -> int:
     """The model's `encode(inputs) -> (N, D)` of every row, with its label, as Parquet
     (columns row, label, embedding: D float32 values). Returns D."""
-    encode = getattr(loaded.model, "encode", None)
-    if not callable(encode):
-        raise DataError(
-            f"--embeddings: model {loaded.spec.model.name!r} defines no "
-            "encode(inputs) -> (N, D), so it has no embeddings to write; use a model that "
-            "does (e.g. an autoencoder) or leave --embeddings out"
-        )
+    encode = _require_encode(loaded)
     loaded.model.eval()
     parts = []
     inputs = data.data.inputs
     for start in range(0, len(inputs), batch_size):
-        batch = inputs[start : start + batch_size]
-        batch = (
-            batch.to(loaded.device)
-            if batch.dtype == torch.long
-            else batch.to(loaded.device, torch.float32)
-        )
+        batch = to_device(inputs[start : start + batch_size], loaded.device, torch.float32)
         codes = encode(batch)
         if codes.dim() != 2 or codes.shape[0] != len(batch):
             raise DataError(
@@ -137,6 +156,17 @@ def write_embeddings(loaded: Loaded, data: EvalData, out: Path, batch_size: int)
             f"--embeddings {out}: cannot write it ({exc.strerror}); pick another path"
         ) from None
     return int(width)
+
+
+def _require_encode(loaded: Loaded) -> Any:
+    encode = getattr(loaded.model, "encode", None)
+    if not callable(encode):
+        raise DataError(
+            f"--embeddings: model {loaded.spec.model.name!r} defines no "
+            "encode(inputs) -> (N, D), so it has no embeddings to write; use a model that "
+            "does (e.g. an autoencoder) or leave --embeddings out"
+        )
+    return encode
 
 
 def _slug(uri: str) -> str:

@@ -70,21 +70,7 @@ def eval_checkpoint(
         located = locate.resolve(checkpoint, _warn, run_dir)
         model = loading.load(located, loading.pick_device(device))
         split = loading.read_data(model, data, "--data")
-        record = offline.evaluate(model, split, batch_size)
-        path = out or offline.default_out(model, split)
-        if embeddings is not None:
-            width = offline.write_embeddings(
-                model, split, embeddings, batch_size or model.spec.micro_batch_size
-            )
-            record["embeddings"] = {"path": str(embeddings), "dim": width}
-        record["out"] = str(path)
-        offline.write_json(path, record)
-        if located.run_dir is not None:
-            record["run_record"] = str(offline.add_to_run(located.run_dir, record))
-            if (located.run_dir / "report.html").is_file():  # keep the page up to date
-                from deepyard.telemetry.report import write_report
-
-                write_report(located.run_dir)
+        record = offline.evaluate_and_record(model, split, out, embeddings, batch_size)
     _show(record)
     if as_json:
         print(json.dumps(record))
@@ -103,9 +89,8 @@ def _show(record: dict) -> None:
         table.add_row(*cells)
     console.print(table)
     console.print(f"wrote {escape(record['out'])}")
-    for key in ("run_record",):
-        if record.get(key):
-            console.print(f"added to {escape(record[key])} (`deepyard report` shows it)")
+    if record.get("run_record"):
+        console.print(f"added to {escape(record['run_record'])} (`deepyard report` shows it)")
     if record.get("embeddings"):
         emb = record["embeddings"]
         console.print(f"wrote {escape(emb['path'])}: {emb['dim']}-dimensional embeddings")

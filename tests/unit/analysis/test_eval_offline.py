@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score, roc_auc_score
 from torch import nn
+from typer.testing import CliRunner
 
 from deepyard.analysis import loaded as loading
 from deepyard.analysis import locate, offline
+from deepyard.cli.main import app
 from deepyard.data import read_split
 from deepyard.errors import CheckpointError, DataError
 from deepyard.models import registry
@@ -117,8 +119,8 @@ def test_a_checkpoint_whose_files_changed_is_refused(make_saved) -> None:
 
 
 def test_no_such_checkpoint_names_what_to_pass(tmp_path: Path) -> None:
-    done = cli("eval", str(tmp_path / "nope"))
-    assert done.returncode == 1
+    done = CliRunner().invoke(app, ["eval", str(tmp_path / "nope")])
+    assert done.exit_code == 1
     assert done.stderr.startswith(f"error: CHECKPOINT {tmp_path / 'nope'} does not exist; pass")
     assert not (tmp_path / "nope").exists()  # never created by looking
 
@@ -185,10 +187,12 @@ def test_embeddings_of_a_model_with_encode_are_written_with_labels(
     data = loading.read_data(model, None)
     out = tmp_path / "emb" / "codes.parquet"
 
-    width = offline.write_embeddings(model, data, out, batch_size=7)
+    record = offline.evaluate_and_record(model, data, tmp_path / "e.json", out, batch_size=7)
 
+    assert record["embeddings"] == {"path": str(out), "dim": 2}
+    assert record["metrics"]["num_samples"] == 30  # evaluated as well
     table = pq.read_table(out).to_pydict()
-    assert width == 2 and len(table["row"]) == 30 == len(data.data)
+    assert len(table["row"]) == 30 == len(data.data)
     assert table["label"] == data.data.labels.tolist()
     with torch.no_grad():
         want = saved.model.encode(data.data.inputs)
@@ -197,8 +201,9 @@ def test_embeddings_of_a_model_with_encode_are_written_with_labels(
 
 def test_embeddings_of_a_model_without_encode_are_refused(make_saved, tmp_path: Path) -> None:
     saved = make_saved()
-    done = cli("eval", str(saved.run_dir), "--embeddings", str(tmp_path / "e.parquet"))
-    assert done.returncode == 2
+    args = ["eval", str(saved.run_dir), "--embeddings", str(tmp_path / "e.parquet")]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 2
     assert done.stderr.startswith(
         "error: --embeddings: model 'mlp' defines no encode(inputs) -> (N, D)"
     )

@@ -17,9 +17,11 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
+from typer.testing import CliRunner
 
 from deepyard import models
 from deepyard.analysis import render, saliency
+from deepyard.cli.main import app
 from deepyard.errors import DataError
 
 DEEPYARD = [sys.executable, "-m", "deepyard.cli.main"]
@@ -140,13 +142,8 @@ def test_explain_cli_writes_a_png_per_row_of_an_image_model(make_saved) -> None:
 
 def test_rows_out_of_range_name_the_range(make_saved) -> None:
     saved = make_saved()
-    done = subprocess.run(
-        [*DEEPYARD, "explain", str(saved.run_dir), "--rows", "2,30"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 2
+    done = CliRunner().invoke(app, ["explain", str(saved.run_dir), "--rows", "2,30"])
+    assert done.exit_code == 2
     assert done.stderr.strip() == "error: --rows 2,30: the data has rows 0..29; [30] is not one"
 
 
