@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 import pydantic
 import torch
+from pydantic_core import to_jsonable_python
 from torch import nn
 
 from deepyard import models, tasks
@@ -121,12 +123,40 @@ def saved_spec(located: Located) -> JobSpec:
             "cannot be rebuilt; it was saved by an older deepyard"
         )
     try:
-        return JobSpec.model_validate(raw)
+        return JobSpec.model_validate(without_defaults(JobSpec, raw))
     except (pydantic.ValidationError, ValueError) as exc:
         raise CheckpointError(
             f"CHECKPOINT {located.uri}: its recorded job spec no longer validates ({exc}); "
             "evaluate it with the deepyard version that trained it"
         ) from None
+
+
+def without_defaults(cls: type[pydantic.BaseModel], raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` (a resolved spec: every field written out) less the fields that hold their
+    default, so it validates as the user's spec did: some checks look at which fields
+    were set (data.text with data.features, for one)."""
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        field = cls.model_fields.get(name)
+        if field is None:
+            out[name] = value
+            continue
+        nested = _model_type(field.annotation)
+        if nested is not None and isinstance(value, dict):
+            out[name] = without_defaults(nested, value)
+        elif field.is_required() or value != to_jsonable_python(
+            field.get_default(call_default_factory=True)
+        ):
+            out[name] = value
+    return out
+
+
+def _model_type(annotation: Any) -> type[pydantic.BaseModel] | None:
+    """The model class of a field typed `Model` or `Model | None`."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, pydantic.BaseModel):
+            return candidate
+    return None
 
 
 def _from_training_data(spec: JobSpec, tokenizer: Any) -> ModelData:

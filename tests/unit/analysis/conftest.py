@@ -19,6 +19,7 @@ import torch
 from deepyard import models
 from deepyard.checkpoint.manifest import build_manifest, step_dir
 from deepyard.data.parquet import write_split
+from deepyard.spec import JobSpec
 
 SHAPE = (1, 4, 4)
 CLASSES = 3
@@ -70,7 +71,8 @@ def publish(saved: Saved, step: int, model: torch.nn.Module, metrics: dict[str, 
         "lineage": saved.lineage,
         "world_size": 1,
         "zero_stage": 0,
-        "spec": saved.spec,
+        # As training records it: the resolved spec, every default written out.
+        "spec": JobSpec.model_validate(saved.spec).model_dump(mode="json"),
         "model_data": saved.model_data,
         "step": step,
         "metrics": metrics,
