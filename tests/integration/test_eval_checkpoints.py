@@ -91,6 +91,9 @@ def test_eval_reproduces_the_runs_own_final_metrics(runs, zero: int) -> None:
     for name, value in reported.items():
         assert record["metrics"][name] == pytest.approx(value, rel=1e-6, abs=1e-6), name
     assert json.loads((run_dir / "evals_offline.json").read_text())[0]["step"] == STEPS
+    (manifest,) = Path(run_dir.parent, "checkpoints").glob(f"*/step-{STEPS:09d}/manifest.json")
+    model_data = json.loads(manifest.read_text())["model_data"]  # what rebuilt the model
+    assert model_data == {"input_shape": [1, 8, 8], "num_classes": 10, "vocab": None}
 
 
 def test_an_earlier_checkpoint_reproduces_the_metrics_of_its_step(runs) -> None:

@@ -255,3 +255,22 @@ def test_device_cuda_without_a_gpu_names_the_fix() -> None:
         loading.pick_device("cuda")
     with pytest.raises(DataError, match="--device tpu: use cpu or cuda"):
         loading.pick_device("tpu")
+
+
+def test_a_checkpoint_without_model_data_takes_it_from_the_training_split(make_saved) -> None:
+    """Checkpoints saved before manifests recorded `model_data`: shape and classes come
+    from the job's training data, as training found them."""
+    saved = make_saved()
+    path = saved.step_dir(5) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["model_data"]
+    path.write_text(json.dumps(manifest))
+
+    model = loading.load(locate.resolve(str(saved.run_dir), print), CPU)
+
+    assert model.model_data == loading.ModelData((1, 4, 4), 3, None)
+    record = offline.evaluate(model, loading.read_data(model, None))
+    saved.model.load_state_dict(saved.states[5])
+    assert record["metrics"]["loss"] == pytest.approx(
+        expected_metrics(saved.model, saved.eval_path)["loss"], rel=1e-6
+    )
