@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from deepyard.cli import cluster
+from deepyard.cli import analysis, cluster
 from deepyard.cli.checkpoints import app as checkpoint_app
 from deepyard.cli.errors import err_console, user_errors
 from deepyard.cli.k8s import app as k8s_app
@@ -228,6 +228,11 @@ def report(
     with user_errors():
         path = write_report(run_dir, out)
     print(path)
+
+
+# Using a finished checkpoint.
+app.command("eval")(analysis.eval_checkpoint)
+app.command("explain")(analysis.explain_checkpoint)
 
 
 def main() -> None:

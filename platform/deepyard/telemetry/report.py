@@ -21,6 +21,7 @@ from plotly.io.json import to_json_plotly
 from plotly.offline import get_plotlyjs
 
 from deepyard.errors import DataError
+from deepyard.telemetry import report_offline
 from deepyard.telemetry.report_figures import FIGURES, Figure
 from deepyard.telemetry.report_run import RunFiles, load_run, redone_rows
 
@@ -153,6 +154,7 @@ def render(run: RunFiles) -> str:
         plotlyjs=get_plotlyjs(),
         startup=startup_table(run),
         recoveries=recoveries_table(run),
+        offline=report_offline.section(run.run_dir, _fmt, _table),
         config=json.dumps(PLOT_CONFIG),
     )
 
@@ -196,6 +198,7 @@ table {{ border-collapse: collapse; }} td, th {{ border-bottom: 1px solid #eee;
 <div class="cards">{cards}</div>
 {error}
 {plots}
+<section><h2>Offline evaluations</h2>{offline}</section>
 <section><h2>Start-up</h2>{startup}</section>
 <section><h2>Recoveries</h2>{recoveries}</section>
 <section><details><summary>Resolved job spec</summary><pre>{spec}</pre></details></section>

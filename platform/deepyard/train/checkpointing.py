@@ -167,4 +167,12 @@ def save(
         saves.saver.wait()
     blocked = time.perf_counter() - started
     saves.blocked_s.append(blocked)
-    say({"type": "checkpoint", "step": step, "blocked_s": round(blocked, 4), "t": time.time()})
+    say(
+        {
+            "type": "checkpoint",
+            "step": step,
+            "lineage": saves.meta.get("lineage"),  # `deepyard eval RUN_DIR` finds it by this
+            "blocked_s": round(blocked, 4),
+            "t": time.time(),
+        }
+    )

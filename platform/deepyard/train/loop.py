@@ -209,6 +209,7 @@ def build_parts(
     engine = task.build_engine(spec, model, total_steps, universal)
     say({"type": "phase", "name": "engine_ready", "t": time.time()})
     saves = checkpointing.open_saves(spec, plan, ctx, engine, batches, say)
+    saves.meta["model_data"] = _model_data(source)  # rebuilds it offline (deepyard eval)
     if plan.resume is not None:
         say({"type": "phase", "name": "checkpoint_restored", "t": time.time()})
     return Parts(
@@ -279,6 +280,15 @@ def _build_model(spec: JobSpec, source: ParquetSource) -> torch.nn.Module:
     return models.build(
         spec.model.name, spec.model.args, source.input_shape, source.num_classes, vocab
     )
+
+
+def _model_data(source: ParquetSource) -> dict[str, Any]:
+    """What the model was built for, recorded in each checkpoint's manifest."""
+    vocab = None
+    if source.tokenizer is not None and source.pad_id is not None:
+        vocab = [source.tokenizer.get_vocab_size(), source.pad_id]
+    shape = list(source.input_shape)
+    return {"input_shape": shape, "num_classes": source.num_classes, "vocab": vocab}
 
 
 def _total_steps(spec: JobSpec, batches: engines.Loader) -> int:
