@@ -147,8 +147,10 @@ def resolve(data: DataSpec) -> tuple[str, str | None]:
     spec = data.window
     assert spec is not None
     key = f"{spec.column}-n{spec.input_steps}-h{spec.horizon}-s{spec.season}-{spec.center}"
+    test_uri: str | None
     if data.dataset is not None:
-        train_uri, test_uri = (str(p) for p in packaged.ensure_prepared(data.dataset))
+        train_path, test_path = packaged.ensure_prepared(data.dataset)
+        train_uri, test_uri = str(train_path), str(test_path)
         out = packaged.cache_dir() / data.dataset / "windows" / key
     else:
         assert data.train is not None
