@@ -54,7 +54,7 @@ def list_checkpoints(uri: str = UriArg, as_json: bool = typer.Option(False, "--j
     for column in ("lineage", "step", "state", "workers", "size", "saved", "metrics"):
         table.add_column(column, justify="right" if column in ("step", "size") else "left")
     for row in rows:
-        shown = {k: v for k, v in row["metrics"].items() if k in ("accuracy", "loss")}
+        shown = {k: v for k, v in row["metrics"].items() if k in ("accuracy", "mse", "loss")}
         table.add_row(
             str(row["lineage"]),
             str(row["step"]),

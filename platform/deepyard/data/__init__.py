@@ -1,9 +1,9 @@
 """Data: Parquet (local or any pyarrow.fs URI) → per-rank shards → batches → tensors.
 
 Data flow: spec.data → `resolve_sources()` on the driver (packaged datasets prepared into
-the cache) → on every rank: `ParquetSource` (row groups) → `ParquetLoader` (block shuffle,
-window shuffle, background prefetch, exact cursor) for training; `read_split()` →
-`eval_batches` for evaluation.
+the cache; a `data.window` series cut into windowed Parquet there too) → on every rank:
+`ParquetSource` (row groups) → `ParquetLoader` (block shuffle, window shuffle, background
+prefetch, exact cursor) for training; `read_split()` → `eval_batches` for evaluation.
 """
 
 from __future__ import annotations
@@ -22,8 +22,14 @@ __all__ = ["ParquetLoader", "ParquetSource", "TensorData", "eval_batches", "read
 
 
 def resolve_sources(data_spec: DataSpec) -> tuple[str, str | None]:
-    """(train URI, eval URI or None); a packaged dataset is prepared into the cache first."""
+    """(train URI, eval URI or None); a packaged dataset is prepared into the cache first,
+    and a windowed series (data.window) is cut into windows there."""
     from deepyard.data import packaged
+
+    if data_spec.window is not None:
+        from deepyard.data import windows
+
+        return windows.resolve(data_spec)
 
     if data_spec.dataset is not None:
         train, test = packaged.ensure_prepared(data_spec.dataset)

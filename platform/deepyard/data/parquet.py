@@ -1,7 +1,11 @@
 """Parquet on any pyarrow filesystem → in-memory tensors, with errors that name the fix.
 
 The dataset's schema metadata may carry `deepyard.shape` (the per-sample input shape,
-JSON) and `deepyard.num_classes`; `deepyard data prepare` writes both.
+JSON) and `deepyard.num_classes`; `deepyard data prepare` writes both. Windowed series
+(deepyard.data.windows) also carry `deepyard.window`, how their rows were made.
+
+Labels are read as the model's task says (`deepyard.tasks.catalog.LabelKind`): "classes"
+are int64 class ids 0..C-1, "values" are float32 numbers to predict (regression).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -21,9 +26,14 @@ import pyarrow.fs as pafs
 import torch
 
 from deepyard.errors import DataError
+from deepyard.tasks.catalog import LabelKind
+
+if TYPE_CHECKING:
+    from deepyard.data.windows import WindowInfo
 
 SHAPE_KEY = b"deepyard.shape"
 CLASSES_KEY = b"deepyard.num_classes"
+WINDOW_KEY = b"deepyard.window"
 
 
 def is_local(uri: str) -> bool:
@@ -91,23 +101,27 @@ def check_columns(uri: str, columns: list[str]) -> ds.Dataset:
 
 @dataclass(frozen=True)
 class TensorData:
-    """A whole split in memory: inputs (N, *input_shape) float32, labels (N,) int64."""
+    """A whole split in memory: inputs (N, *input_shape) float32, labels (N,) int64
+    (classes) or float32 (values; `num_classes` is then 1, one value per row). `window`:
+    how a windowed series' rows were made (scale, season), else None."""
 
     inputs: torch.Tensor
     labels: torch.Tensor
     input_shape: tuple[int, ...]
     num_classes: int
+    window: WindowInfo | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
 
 def read_labelled(
-    uri: str, column: str, label: str, field: str
+    uri: str, column: str, label: str, field: str, label_kind: LabelKind = "classes"
 ) -> tuple[pa.Table, np.ndarray, int, dict[bytes, bytes]]:
     """A whole split read for evaluation: its table (`column`, `label`), the labels as
     int64, the number of classes (the file's metadata, else the largest label + 1) and the
-    metadata. `field` names the spec field to fix when the split is empty."""
+    metadata. `field` names the spec field to fix when the split is empty. With
+    `label_kind="values"` the labels are float32 and the number of classes is 1."""
     dataset = check_columns(uri, [column, label])
     try:
         table = dataset.to_table(columns=[column, label])
@@ -116,7 +130,13 @@ def read_labelled(
     if table.num_rows == 0:
         raise DataError(f"{uri} has no rows; point {field} at a non-empty dataset")
     meta = dataset.schema.metadata or {}
-    labels = labels_to_numpy(table.column(label), uri, label)
+    if label_kind == "values":
+        return table, values_to_numpy(table.column(label), uri, label), 1, meta
+    ids = labels_to_numpy(table.column(label), uri, label)
+    return table, ids, _num_classes(uri, label, ids, meta), meta
+
+
+def _num_classes(uri: str, label: str, labels: np.ndarray, meta: dict[bytes, bytes]) -> int:
     num_classes = int(meta[CLASSES_KEY]) if CLASSES_KEY in meta else int(labels.max()) + 1
     if labels.max() >= num_classes:
         raise DataError(
@@ -124,11 +144,15 @@ def read_labelled(
             f"metadata ({CLASSES_KEY.decode()}) says {num_classes} classes; use class ids "
             f"0..{num_classes - 1} or correct that metadata"
         )
-    return table, labels, num_classes, meta
+    return num_classes
 
 
-def read_split(uri: str, features: str, label: str) -> TensorData:
-    table, labels, num_classes, meta = read_labelled(uri, features, label, "data.train/data.eval")
+def read_split(
+    uri: str, features: str, label: str, label_kind: LabelKind = "classes"
+) -> TensorData:
+    table, labels, num_classes, meta = read_labelled(
+        uri, features, label, "data.train/data.eval", label_kind
+    )
     inputs = features_to_numpy(table.column(features), uri, features)
     shape = tuple(json.loads(meta[SHAPE_KEY])) if SHAPE_KEY in meta else inputs.shape[1:]
     with warnings.catch_warnings():  # zero-copy over read-only Arrow memory; never written
@@ -139,7 +163,16 @@ def read_split(uri: str, features: str, label: str) -> TensorData:
         labels=torch.from_numpy(labels),
         input_shape=tuple(int(s) for s in shape),
         num_classes=num_classes,
+        window=_window(meta),
     )
+
+
+def _window(meta: dict[bytes, bytes]) -> WindowInfo | None:
+    if WINDOW_KEY not in meta:
+        return None
+    from deepyard.data.windows import WindowInfo
+
+    return WindowInfo.from_json(meta[WINDOW_KEY])
 
 
 def features_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarray:
@@ -163,11 +196,22 @@ def features_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarra
     )
 
 
-def labels_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarray:
+def labels_to_numpy(
+    column: pa.ChunkedArray, uri: str, name: str, label_kind: LabelKind = "classes"
+) -> np.ndarray:
+    """Class ids (int64) for a classification model; float32 values (label_kind "values")."""
+    if label_kind == "values":
+        return values_to_numpy(column, uri, name)
     if not pa.types.is_integer(column.type):
+        hint = (
+            " (it holds real values: a model whose task predicts values, such as "
+            "lstm-forecaster, trains on them; `deepyard models list` shows each task)"
+            if pa.types.is_floating(column.type)
+            else ""
+        )
         raise DataError(
             f"{uri}: label column {name!r} has type {column.type}; labels must be integer "
-            "class ids 0..C-1"
+            f"class ids 0..C-1{hint}"
         )
     if column.null_count:
         raise DataError(
@@ -178,6 +222,25 @@ def labels_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarray:
     if labels.min() < 0:
         raise DataError(f"{uri}: label column {name!r} has negative values; use ids 0..C-1")
     return labels
+
+
+def values_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarray:
+    """The label column of a regression split: finite numbers, as float32."""
+    if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
+        raise DataError(
+            f"{uri}: label column {name!r} has type {column.type}; this model predicts "
+            "numbers (its task reads values), so the labels must be numbers: set data.label "
+            "to a numeric column, or train a classification model on class labels"
+        )
+    filled = pc.fill_null(column.cast(pa.float64()), float("nan"))
+    values = filled.to_numpy(zero_copy_only=False).astype(np.float32)
+    missing = int(np.count_nonzero(~np.isfinite(values)))
+    if missing:
+        raise DataError(
+            f"{uri}: label column {name!r} has {missing} missing or non-finite values; "
+            "drop those rows or fill them (e.g. interpolate a series)"
+        )
+    return values
 
 
 def write_split(path: Path, inputs: np.ndarray, labels: np.ndarray, num_classes: int) -> None:

@@ -33,6 +33,7 @@ from deepyard.data.engines import Loader, LoaderRequest, register
 from deepyard.data.parquet import features_to_numpy, labels_to_numpy
 from deepyard.data.source import ParquetSource
 from deepyard.errors import DataError
+from deepyard.tasks.catalog import LabelKind
 
 if TYPE_CHECKING:  # importing ray.data takes seconds: only when the engine is built
     from ray.data.dataset import Dataset, MaterializedDataset
@@ -41,15 +42,18 @@ Batches = Generator[tuple[torch.Tensor, torch.Tensor], None, None]
 MAX_READ_BLOCKS = 1024  # read tasks: one per file up to this many (a function of the data)
 
 
-def decode_batch(batch: pa.Table, features: str, label: str, uri: str) -> dict[str, np.ndarray]:
-    """Parquet rows → {"inputs": (n, d) float32, "labels": (n,) int64}, one row per row.
+def decode_batch(
+    batch: pa.Table, features: str, label: str, uri: str, label_kind: LabelKind = "classes"
+) -> dict[str, np.ndarray]:
+    """Parquet rows → {"inputs": (n, d) float32, "labels": (n,) int64 class ids, or
+    float32 values for a model whose task reads values}, one row per row.
 
     Runs in Ray Data tasks. User preprocessing goes here; it must keep one output row per
     input row, or the ranks' batch counts, computed from the source's row count, break.
     """
     return {
         "inputs": features_to_numpy(batch.column(features), uri, features),
-        "labels": labels_to_numpy(batch.column(label), uri, label),
+        "labels": labels_to_numpy(batch.column(label), uri, label, label_kind),
     }
 
 
@@ -204,7 +208,12 @@ def read_decoded(source: ParquetSource) -> Dataset:
     return ds.select_columns([source.features, source.label]).map_batches(
         decode_batch,  # type: ignore[arg-type]  # its extra arguments come from fn_kwargs
         batch_format="pyarrow",
-        fn_kwargs={"features": source.features, "label": source.label, "uri": source.uri},
+        fn_kwargs={
+            "features": source.features,
+            "label": source.label,
+            "uri": source.uri,
+            "label_kind": source.label_kind,
+        },
     )
 
 

@@ -4,6 +4,8 @@ The unit of reading is the row group: one file of any size splits across ranks, 
 reader holds only the row groups of its current shuffle window in memory. In text mode
 (a `text` column and a tokenizer) a read returns each row's token ids instead of a
 feature matrix; the caller's reader thread does the tokenizing (deepyard.data.text).
+Labels are class ids, or numbers to predict where the model's task reads values
+(`label_kind="values"`: float32, and `num_classes` is 1, one output per row).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from deepyard.data.parquet import (
     labels_to_numpy,
 )
 from deepyard.errors import DataError
+from deepyard.tasks.catalog import LabelKind
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -51,6 +54,7 @@ class ParquetSource:
         *,
         text: str | None = None,
         tokenizer: Tokenizer | None = None,
+        label_kind: LabelKind = "classes",
     ) -> None:
         if (text is None) != (tokenizer is None):
             raise ValueError("a text column needs a tokenizer, and a tokenizer a text column")
@@ -59,6 +63,7 @@ class ParquetSource:
         self.uri = uri
         self.features = features
         self.label = label
+        self.label_kind = label_kind
         self.text, self.tokenizer = text, tokenizer
         # Text mode: ids padded per batch with this id (deepyard.data.text.pad_batch).
         self.pad_id = None if tokenizer is None else text_ids.pad_id(tokenizer)
@@ -108,6 +113,8 @@ class ParquetSource:
 
     @cached_property
     def num_classes(self) -> int:
+        if self.label_kind == "values":
+            return 1
         meta = self.schema.metadata or {}
         if CLASSES_KEY in meta:
             return int(meta[CLASSES_KEY])
@@ -120,13 +127,13 @@ class ParquetSource:
         return top + 1
 
     def read(self, groups: list[RowGroup]) -> tuple[np.ndarray, np.ndarray]:
-        """(features (n, d) float32, labels (n,) int64) of these row groups, in order.
+        """(features (n, d) float32, labels (n,) int64 or float32) of these row groups.
 
         In text mode the inputs are each row's token ids: an (n,) object array of int64
         arrays of different lengths (truncated, not padded)."""
         table = self._read_table(groups, [self._inputs, self.label])
         where = groups[0].path if len(groups) == 1 else self.uri
-        labels = labels_to_numpy(table.column(1), where, self.label)
+        labels = labels_to_numpy(table.column(1), where, self.label, self.label_kind)
         if self.tokenizer is None:
             return features_to_numpy(table.column(0), where, self.features), labels
         texts = texts_of(table.column(0), where, self._inputs)

@@ -22,7 +22,10 @@ def check_data_paths(
             continue
         try:
             inputs = spec.data.text or spec.data.features  # a text column replaces features
-            parquet.check_columns(uri, [inputs, spec.data.label])
+            if spec.data.window is not None:  # a series: windowing makes features and label
+                parquet.check_columns(uri, [spec.data.window.column])
+            else:
+                parquet.check_columns(uri, [inputs, spec.data.label])
         except DataError as exc:
             problems.append(f"{where(('data', field))}data.{field} = {uri!r}: {exc}")
     if problems:

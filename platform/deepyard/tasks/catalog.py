@@ -24,6 +24,15 @@ class TaskInfo:
     lower_is_better: tuple[str, ...] = ("loss",)
 
 
+REGRESSION_METRICS = (
+    "mse",
+    "mae",
+    "mse_seasonal_naive",
+    "mae_seasonal_naive",
+    "mse_vs_seasonal_naive",
+    "loss",
+)
+
 TASKS: dict[str, TaskInfo] = {
     t.name: t
     for t in (
@@ -34,6 +43,16 @@ TASKS: dict[str, TaskInfo] = {
             ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc", "loss"),
             "accuracy",
             "deepyard.tasks.classification:Classification",
+        ),
+        TaskInfo(
+            "regression",
+            "real-valued labels: MSE; mse, mae in the data's units, and on windowed series "
+            "the same against the seasonal-naive forecast",
+            "values",
+            REGRESSION_METRICS,
+            "mse",
+            "deepyard.tasks.regression:Regression",
+            lower_is_better=REGRESSION_METRICS,
         ),
     )
 }

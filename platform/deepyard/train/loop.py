@@ -253,15 +253,23 @@ def score(
 def _open_data(spec: JobSpec, sources: Sources) -> tuple[ParquetSource, TensorData | None]:
     """The training source (streamed) and the eval split (in memory, scored on all rows)."""
     tokenizer = None if spec.data.tokenizer is None else load_tokenizer(spec.data.tokenizer)
+    label_kind = tasks.info(spec.task_name).labels
     source = ParquetSource(
-        sources.train, spec.data.features, spec.data.label, text=spec.data.text, tokenizer=tokenizer
+        sources.train,
+        spec.data.features,
+        spec.data.label,
+        text=spec.data.text,
+        tokenizer=tokenizer,
+        label_kind=label_kind,
     )
     if sources.eval is None:
         return source, None
     if tokenizer is not None and spec.data.text is not None:
         eval_data = read_text_split(sources.eval, spec.data.text, spec.data.label, tokenizer)
     else:
-        eval_data = read_split(sources.eval, spec.data.features, spec.data.label)
+        eval_data = read_split(sources.eval, spec.data.features, spec.data.label, label_kind)
+    if label_kind == "values":
+        return source, eval_data
     top = int(eval_data.labels.max())
     if top >= source.num_classes:
         raise DataError(
