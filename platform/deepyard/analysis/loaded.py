@@ -210,7 +210,8 @@ def read_data(loaded: Loaded, arg: str | None, option: str = "--data") -> EvalDa
 
             data = read_text_split(uri, spec.data.text, spec.data.label, loaded.tokenizer)
         else:
-            data = read_split(uri, spec.data.features, spec.data.label)
+            labels = loaded.task.info.labels
+            data = read_split(uri, spec.data.features, spec.data.label, labels)
     except DataError as exc:
         raise DataError(f"{option} {arg or uri}: {exc}") from None
     if not loaded.takes_tokens and data.input_shape != want.input_shape:
