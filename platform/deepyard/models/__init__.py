@@ -1,9 +1,11 @@
 """Model builders by name. Data flow: spec.model → `build()` on every rank → DeepSpeed engine."""
 
 from deepyard.models import (  # noqa: F401  (register the built-in families)
+    autoencoder,
     bert_finetune,
     cnn,
     efficientnet,
+    gan,
     inception,
     lstm,
     mlp,
