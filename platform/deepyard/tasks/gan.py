@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -78,8 +78,8 @@ class GanTask(Task):
             )
         self.spec = spec
         engines = {
-            "generator": build_engine(spec, model.generator, total_steps),
-            "discriminator": build_engine(spec, model.discriminator, total_steps),
+            "generator": build_engine(spec, cast(nn.Module, model.generator), total_steps),
+            "discriminator": build_engine(spec, cast(nn.Module, model.discriminator), total_steps),
         }
         return MultiEngine(engines, model)
 
@@ -173,7 +173,7 @@ class _Scoring(Task):
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Any,  # models.gan.GAN
         scorer: gan_score.ScoreNet,
         noise: torch.Tensor,
         device: torch.device,

@@ -39,7 +39,7 @@ VERSION = 2
 FEATURES = 64
 TRAIN_ROWS = 20_000  # enough for ~0.87 on Fashion-MNIST in two passes; ~1 min on 1 CPU
 EPOCHS = 2
-MIN_STEPS = 300  # small splits (8x8 digits) take more passes
+MIN_STEPS = 150  # small splits (8x8 digits) take more passes
 BATCH = 128
 
 

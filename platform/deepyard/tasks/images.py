@@ -28,7 +28,9 @@ def grid_png(rows: list[torch.Tensor], scale: int = 2) -> bytes:
     pixels = (canvas * 255).round().astype(np.uint8)
     picture = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
     if scale > 1:
-        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+        picture = picture.resize(
+            (picture.width * scale, picture.height * scale), Image.Resampling.NEAREST
+        )
     out = io.BytesIO()
     picture.save(out, format="PNG")
     return out.getvalue()
