@@ -120,7 +120,7 @@ def _scored(rank: int, world_size: int) -> dict:
     )
     torch.manual_seed(0)
     model = build_dcgan((1, 8, 8), 10, width=4, latent=5)
-    scorer = gan_score.ScoreNet(1, 10).eval()
+    scorer = gan_score.ScoreNet(1, 10, 8, 8).eval()
     noise = torch.randn(23, 5, generator=torch.Generator().manual_seed(2))
     scoring = _Scoring(model, scorer, noise, CPU, torch.float32)
     return run_eval(scoring, model, data, rank, world_size, 5, CPU, torch.float32).metrics
