@@ -23,6 +23,7 @@ import hashlib
 import math
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,14 @@ def inception_score(probs: torch.Tensor) -> float:
     return float(torch.exp((p * (p.log() - marginal.log())).sum(1).mean()))
 
 
+def untouched_rng(build: Callable[..., ScoreNet], *args: Any) -> ScoreNet:
+    """A new network whose random initial weights do not draw from the job's generator:
+    a resumed run (scorer loaded) must draw exactly what an uninterrupted one (scorer
+    trained) drew, or its noise, and so its losses, part ways."""
+    with torch.random.fork_rng():
+        return build(*args)
+
+
 def train_scorer(data: TensorData, seed: int = 0) -> ScoreNet:
     """The classifier, trained on (up to TRAIN_ROWS of) `data` under a private RNG."""
     with torch.random.fork_rng():
@@ -122,12 +131,15 @@ def accuracy(net: ScoreNet, data: TensorData) -> float:
 
 
 def cache_path(train_uri: str, features: str, label: str) -> Path:
-    """Where the scorer of this training split is cached (keyed by its content when local)."""
-    key = hashlib.sha256(f"v{VERSION}|{train_uri}|{features}|{label}".encode())
+    """Where the scorer of this training split is cached: keyed by the file's content when
+    it is a local file (the same data anywhere shares one scorer), else by its URI."""
+    key = hashlib.sha256(f"v{VERSION}|{features}|{label}|".encode())
     if os.path.isfile(train_uri):
         with open(train_uri, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 key.update(block)
+    else:
+        key.update(train_uri.encode())
     return cache_root() / "gan-scorer" / f"{key.hexdigest()[:20]}.pt"
 
 
@@ -138,7 +150,7 @@ def load_or_train(
     path = cache_path(train_uri, features, label)
     if path.is_file():
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        net = ScoreNet(saved["channels"], saved["num_classes"], *saved["size"])
+        net = untouched_rng(ScoreNet, saved["channels"], saved["num_classes"], *saved["size"])
         net.load_state_dict(saved["state"])
         return net.eval(), float(saved["accuracy"])
     train = read_split(train_uri, features, label)
@@ -176,6 +188,6 @@ def shared_scorer(
         box[0] = (net.head.out_features, net.state_dict(), score)
     dist.broadcast_object_list(box, src=0)
     classes, state, score = box[0]
-    net = ScoreNet(eval_data.input_shape[0], classes, *eval_data.input_shape[1:])
+    net = untouched_rng(ScoreNet, eval_data.input_shape[0], classes, *eval_data.input_shape[1:])
     net.load_state_dict(state)
     return net.eval(), score

@@ -110,6 +110,18 @@ def test_scorer_is_cached_once_and_loaded_weights_only(
     torch.load(path, weights_only=True)  # plain tensors and numbers, nothing pickled
 
 
+def test_loading_the_scorer_draws_nothing_from_the_jobs_generator(
+    scorer: gan_score.ScoreNet, digits: tuple[str, TensorData]
+) -> None:
+    """A resumed run loads the scorer that an uninterrupted run trained: neither may draw
+    random numbers, or the two runs' noise (and losses) part ways."""
+    train, test = digits
+    before = torch.get_rng_state()
+    gan_score.load_or_train(train, "features", "label", test)
+    gan_score.shared_scorer(train, "features", "label", test)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def _scored(rank: int, world_size: int) -> dict:
     """A small generator's eval images scored on `world_size` ranks (one scorer, seeded)."""
     data = TensorData(
