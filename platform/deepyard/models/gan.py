@@ -104,7 +104,7 @@ class GAN(nn.Module):
 def build_dcgan(
     input_shape: tuple[int, ...],
     num_classes: int,
-    width: int = 64,
+    width: int = 32,
     latent: int = 64,
 ) -> nn.Module:
     """`num_classes` is not used: the GAN is unconditional."""
