@@ -1,10 +1,12 @@
 """Model builders by name. Data flow: spec.model → `build()` on every rank → DeepSpeed engine."""
 
 from deepyard.models import (  # noqa: F401  (register the built-in families)
+    autoencoder,
     bert_finetune,
     cnn,
     efficientnet,
     forecaster,
+    gan,
     inception,
     lstm,
     mlp,

@@ -54,6 +54,25 @@ TASKS: dict[str, TaskInfo] = {
             "deepyard.tasks.regression:Regression",
             lower_is_better=REGRESSION_METRICS,
         ),
+        TaskInfo(
+            "reconstruction",
+            "unsupervised: the output reproduces the input; MSE per pixel",
+            "none",
+            ("mse", "loss"),
+            "mse",
+            "deepyard.tasks.reconstruction:Reconstruction",
+            ("loss", "mse"),
+        ),
+        TaskInfo(
+            "gan",
+            "generator vs discriminator (two engines); Frechet distance of classifier "
+            "features, inception score",
+            "none",
+            ("frechet_distance", "inception_score", "loss_d", "loss_g", "loss"),
+            "frechet_distance",
+            "deepyard.tasks.gan:GanTask",
+            ("loss", "frechet_distance"),
+        ),
     )
 }
 

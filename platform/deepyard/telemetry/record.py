@@ -3,6 +3,7 @@ every other event (checkpoints, resumes, heartbeats: `events.jsonl`) of every ru
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -52,6 +53,8 @@ class RunRecorder:
 
     def add(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
+        if kind == "image":  # the picture goes into the run; the record keeps its path
+            event = self._write_image(event)
         if kind not in ("step", "rank_step", "heartbeat"):
             self.events.append(event)
             if not self._events_file.closed:  # late events (after finish) stay in memory
@@ -66,6 +69,18 @@ class RunRecorder:
             self.steps.append({k: event.get(k, 1) for k in HISTORY_COLUMNS})
         elif kind == "eval":
             self.evals.append({"step": event["step"], **event["metrics"]})
+
+    def _write_image(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Write an image event's PNG to RUN_DIR/<path> (atomically); the event without it."""
+        relative = Path(event["path"])
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ValueError(f"image path {relative} must stay inside the run directory")
+        target = self.run_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(base64.b64decode(event["png_base64"]))
+        os.replace(tmp, target)
+        return {k: v for k, v in event.items() if k != "png_base64"}
 
     def startup(self) -> dict[str, float]:
         """Seconds spent in each start-up phase, in the order they happened."""

@@ -130,7 +130,9 @@ def _resume(
         shutil.rmtree(universal, ignore_errors=True)
     saved_optimizer = resume.manifest.get("spec", {}).get("optimizer")
     if saved_optimizer != spec.optimizer.model_dump(mode="json"):
-        use_optimizer_values(engine, spec)  # e.g. PBT explored new values: they take over
+        # e.g. PBT explored new values: they take over (in every engine of a MultiEngine)
+        for part in getattr(engine, "engines", {"": engine}).values():
+            use_optimizer_values(part, spec)
     saves.start_step = resume.step
     saves.metrics = dict(resume.manifest.get("metrics") or {})
     saves.metrics_step = resume.manifest.get("metrics_step")

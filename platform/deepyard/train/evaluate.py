@@ -4,7 +4,7 @@ gathered from all of them (rank after rank), then the task's `finish` makes metr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,10 +20,14 @@ if TYPE_CHECKING:
 class Evaluation:
     """`metrics`: scalars (the task's `metrics`, plus loss and num_samples).
     `classes`: a per-class report where the task has classes (precision, recall, f1,
-    support, roc_auc, confusion), else None."""
+    support, roc_auc, confusion), else None.
+    `images`: PNG pictures by folder name (e.g. "samples": an autoencoder's
+    reconstructions, a GAN's samples), made on rank 0; the run keeps each evaluation's
+    as RUN_DIR/<folder>/step_<step>.png."""
 
     metrics: dict[str, float]
     classes: dict[str, Any] | None = None
+    images: dict[str, bytes] = field(default_factory=dict)
 
 
 @torch.no_grad()

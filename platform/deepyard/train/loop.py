@@ -6,6 +6,7 @@ steps, evaluations) through `emit`; whoever runs the loop decides where they go.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import random
 import threading
@@ -245,9 +246,22 @@ def score(
     )
     metrics = result.metrics
     say({"type": "eval", "step": step, "metrics": metrics, "t": time.time()})
+    for folder, png in result.images.items():  # the driver writes them into the run
+        say(image_event(folder, step, png))
     parts.saves.metrics, parts.saves.metrics_step = metrics, step
     parts.eval_classes = result.classes
     return metrics
+
+
+def image_event(folder: str, step: int, png: bytes) -> dict[str, Any]:
+    """A picture for RUN_DIR/<folder>/step_<step>.png (telemetry.record writes it)."""
+    return {
+        "type": "image",
+        "step": step,
+        "path": f"{folder}/step_{step:06d}.png",
+        "png_base64": base64.b64encode(png).decode("ascii"),
+        "t": time.time(),
+    }
 
 
 def _open_data(spec: JobSpec, sources: Sources) -> tuple[ParquetSource, TensorData | None]:
