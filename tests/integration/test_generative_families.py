@@ -160,3 +160,15 @@ def test_gan_resumes_bit_for_bit(tmp_path: Path) -> None:
     assert resumed["eval"] == whole["eval"]
     samples = Path(resumed["run_dir"]) / "samples" / f"step_{MAX_STEPS:06d}.png"
     assert Image.open(samples).size == grid_size(4, 8, 8, 8)
+
+    # Both engines' weights, merged from their ZeRO partitions, score offline like the run.
+    done = subprocess.run(
+        [sys.executable, "-m", "deepyard.cli.main", "eval", resumed["run_dir"], "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    offline = json.loads(done.stdout)["metrics"]
+    for name in ("frechet_distance", "inception_score", "num_samples"):
+        assert offline[name] == pytest.approx(resumed["eval"][name], rel=1e-5), name

@@ -112,6 +112,7 @@ def load(located: Located, device: torch.device) -> Loaded:
         ) from None
     model.to(device).eval()
     task = tasks.get(models.get(spec.model.name).task)
+    task.prepare(spec)
     return Loaded(located, spec, model_data, model, task, device, tokenizer)
 
 

@@ -20,26 +20,42 @@ from deepyard.errors import CheckpointError
 
 
 def consolidated_state_dict(store: Store, checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
-    """The full fp32 model state of `checkpoint`, on the CPU."""
+    """The full fp32 model state of `checkpoint`, on the CPU. A checkpoint of several
+    engines (a GAN's, `train.multi_engine`: one folder per engine under the tag) gives
+    each engine's weights under its name, as the whole model names its parts."""
     manifest = checkpoint.manifest or {}
+    files = list(manifest.get("files", {}))
     tag = checkpoint.prefix.rsplit("/", 1)[1]
+    parts = sorted({f.split("/")[0] for f in files if f.count("/") == 1 and f.endswith(_STATES)})
     with tempfile.TemporaryDirectory(prefix="deepyard-export-") as tmp:
         root = local_copy(store, checkpoint, Path(tmp))
-        if any("optim_states" in name for name in manifest.get("files", {})):
-            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-            state = get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag)
+        if parts:
+            state = {
+                f"{part}.{name}": tensor
+                for part in parts
+                for name, tensor in _engine_state(root / tag, part, files, f"{part}/").items()
+            }
         else:
-            saved = torch.load(
-                root / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
-            )
-            state = saved["module"]
+            state = _engine_state(root, tag, files, "")
     if not state:
         raise CheckpointError(f"{store.shown_uri}/{checkpoint.prefix} holds no model weights")
     return {
         name: (t.detach().float() if t.is_floating_point() else t.detach()).contiguous()
         for name, t in state.items()
     }
+
+
+_STATES = "mp_rank_00_model_states.pt"
+
+
+def _engine_state(root: Path, tag: str, files: list[str], prefix: str) -> dict[str, torch.Tensor]:
+    """One DeepSpeed engine's weights in root/tag: ZeRO partitions merged."""
+    if any("optim_states" in f for f in files if f.startswith(prefix)):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return dict(get_fp32_state_dict_from_zero_checkpoint(str(root), tag=tag))
+    saved = torch.load(root / tag / _STATES, map_location="cpu", weights_only=False)
+    return dict(saved["module"])
 
 
 def export_safetensors(store: Store, checkpoint: Checkpoint, out: Path) -> dict[str, Any]:

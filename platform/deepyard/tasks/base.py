@@ -49,6 +49,10 @@ class Task:
     def __init__(self, info: TaskInfo) -> None:
         self.info = info
 
+    def prepare(self, spec: Any) -> None:
+        """Called with the job's spec before training or evaluating (in a worker, and in
+        `deepyard eval`); a task that needs the job's settings keeps what it needs."""
+
     def loss(self, outputs: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor) -> Any:
         raise NotImplementedError
 

@@ -58,6 +58,9 @@ class GanTask(Task):
         self.spec: Any = None
         self.scorers: dict[str, tuple[gan_score.ScoreNet, float]] = {}
 
+    def prepare(self, spec: Any) -> None:
+        self.spec = spec  # the training split the scorer learns from
+
     def build_engine(
         self, spec: Any, model: torch.nn.Module, total_steps: int, load_universal: bool
     ) -> Any:
@@ -76,7 +79,7 @@ class GanTask(Task):
                 "saved with (two engines per checkpoint); set resources.num_workers back, or "
                 "start over with --restart"
             )
-        self.spec = spec
+        self.prepare(spec)
         engines = {
             "generator": build_engine(spec, cast(nn.Module, model.generator), total_steps),
             "discriminator": build_engine(spec, cast(nn.Module, model.discriminator), total_steps),
@@ -130,7 +133,7 @@ class GanTask(Task):
         dtype: torch.dtype,
     ) -> Evaluation:
         scorer, scorer_accuracy = self._scorer(data)
-        model = engine.module
+        model = getattr(engine, "module", engine)  # a plain module in `deepyard eval`
         noise = torch.randn(
             len(data), model.latent_dim, generator=torch.Generator().manual_seed(NOISE_SEED)
         )
@@ -144,7 +147,7 @@ class GanTask(Task):
 
     def samples(self, engine: Any, device: torch.device, dtype: torch.dtype) -> bytes:
         """A grid of images generated from the first eval noise rows (fixed)."""
-        model = engine.module
+        model = getattr(engine, "module", engine)
         count = GRID[0] * GRID[1]
         noise = torch.randn(
             count, model.latent_dim, generator=torch.Generator().manual_seed(NOISE_SEED)
@@ -158,7 +161,7 @@ class GanTask(Task):
     def _scorer(self, data: TensorData) -> tuple[gan_score.ScoreNet, float]:
         spec = self.spec
         if spec is None:
-            raise RuntimeError("GanTask.evaluate needs build_engine first (it keeps the spec)")
+            raise RuntimeError("GanTask.evaluate needs prepare(spec) first (the scorer's data)")
         train_uri, _ = resolve_sources(spec.data)
         if train_uri not in self.scorers:
             self.scorers[train_uri] = gan_score.shared_scorer(

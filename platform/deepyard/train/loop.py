@@ -188,6 +188,7 @@ def build_parts(
     say({"type": "phase", "name": "data_loaded", "t": time.time()})
     _seed_everything(spec.training.seed)  # same initial weights on every rank
     task = tasks.get(models.get(spec.model.name).task)
+    task.prepare(spec)
     model = _build_model(spec, source)
     flops_per_sample = forward_flops_per_sample(
         model, source.input_shape, spec.data.text is not None
