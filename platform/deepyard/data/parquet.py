@@ -91,12 +91,14 @@ def check_columns(uri: str, columns: list[str]) -> ds.Dataset:
 
 @dataclass(frozen=True)
 class TensorData:
-    """A whole split in memory: inputs (N, *input_shape) float32, labels (N,) int64."""
+    """A whole split in memory: inputs (N, *input_shape) float32 (or token ids int64,
+    padded with `pad_id`), labels (N,) int64."""
 
     inputs: torch.Tensor
     labels: torch.Tensor
     input_shape: tuple[int, ...]
     num_classes: int
+    pad_id: int | None = None  # token ids: the id rows are padded with (data.text)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

@@ -4,6 +4,7 @@ from deepyard.models import (  # noqa: F401  (register the built-in families)
     bert_finetune,
     cnn,
     efficientnet,
+    gpt,
     inception,
     lstm,
     mlp,

@@ -35,6 +35,16 @@ TASKS: dict[str, TaskInfo] = {
             "accuracy",
             "deepyard.tasks.classification:Classification",
         ),
+        TaskInfo(
+            "language-modeling",
+            "next token of the same row (labels unused; pads masked): token-mean "
+            "cross-entropy, perplexity, next-token accuracy",
+            "none",
+            ("loss", "perplexity", "accuracy"),
+            "perplexity",
+            "deepyard.tasks.language_modeling:LanguageModeling",
+            lower_is_better=("loss", "perplexity"),
+        ),
     )
 }
 
