@@ -134,14 +134,17 @@ class GPT(nn.Module):
     def _init_weights(self) -> None:
         """GPT-2's: N(0, 0.02), residual projections scaled by 1/sqrt(2 x n_layer)."""
         for module in self.modules():
-            if isinstance(module, nn.Linear | nn.Embedding):
+            if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=0.02)
-                if getattr(module, "bias", None) is not None:
+                if module.bias is not None:
                     nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
         nn.init.normal_(self.embed.weight, std=0.02)
-        for block in self.blocks:
-            for residual in (block.attn.proj, block.mlp[2]):
-                nn.init.normal_(residual.weight, std=0.02 / math.sqrt(2 * self.shape.n_layer))
+        residual_std = 0.02 / math.sqrt(2 * self.shape.n_layer)
+        for name, parameter in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.2.weight")):  # into the residual
+                nn.init.normal_(parameter, std=residual_std)
 
     def layers(self) -> list[nn.Module]:
         """The network in order (embedding, blocks..., final norm + head): forward is
