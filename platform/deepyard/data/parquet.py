@@ -14,7 +14,7 @@ import fnmatch
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,15 +101,17 @@ def check_columns(uri: str, columns: list[str]) -> ds.Dataset:
 
 @dataclass(frozen=True)
 class TensorData:
-    """A whole split in memory: inputs (N, *input_shape) float32, labels (N,) int64
-    (classes) or float32 (values; `num_classes` is then 1, one value per row). `window`:
-    how a windowed series' rows were made (scale, season), else None."""
+    """A whole split in memory: inputs (N, *input_shape) float32 (or token ids int64,
+    padded with `pad_id`), labels (N,) int64 (classes) or float32 (values; `num_classes`
+    is then 1, one value per row). `window`: how a windowed series' rows were made
+    (scale, season), else None."""
 
     inputs: torch.Tensor
     labels: torch.Tensor
     input_shape: tuple[int, ...]
     num_classes: int
-    window: WindowInfo | None = None
+    window: WindowInfo | None = field(default=None, kw_only=True)
+    pad_id: int | None = field(default=None, kw_only=True)  # token ids: rows padded with it
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

@@ -156,7 +156,6 @@ def read_text_split(uri: str, text: str, label: str, tokenizer: Tokenizer) -> Te
     from deepyard.data.source import texts_of
 
     table, labels, num_classes, _ = read_labelled(uri, text, label, "data.eval")
-    ids, _ = pad_batch(
-        list(encode(tokenizer, texts_of(table.column(text), uri, text))), pad_id(tokenizer)
-    )
-    return TensorData(ids, torch.from_numpy(labels), (int(ids.shape[1]),), num_classes)
+    pad = pad_id(tokenizer)
+    ids, _ = pad_batch(list(encode(tokenizer, texts_of(table.column(text), uri, text))), pad)
+    return TensorData(ids, torch.from_numpy(labels), (int(ids.shape[1]),), num_classes, pad_id=pad)

@@ -18,8 +18,9 @@ from collections.abc import Iterable
 
 from deepyard.k8s.rules import Rules, quoted, rule
 from deepyard.spec.job import NOT_YET
+from deepyard.spec.window import EXAMPLE as WINDOW_EXAMPLE
 
-TRAINABLE_KINDS = ("images", "text")  # DataSpec trains on these packaged kinds
+TRAINABLE_KINDS = ("images", "text", "timeseries")  # DataSpec trains on these packaged kinds
 INPUTS = ("tokens", "features")  # what a model's forward() takes (registry.ModelEntry)
 
 
@@ -94,8 +95,8 @@ def _engine_registered() -> dict:
 
 
 def _dataset_kind_rules() -> list[dict]:
-    """A text dataset needs data.text; other kinds do not train yet; data.text needs a
-    dataset with strings."""
+    """A text dataset needs data.text, a time series data.window; other kinds do not train
+    yet; data.text needs a dataset with strings."""
     from deepyard.data import packaged
 
     by_kind: dict[str, list[str]] = {}
@@ -118,6 +119,15 @@ def _dataset_kind_rules() -> list[dict]:
             "data.tokenizer'",
         ),
     ]
+    series = by_kind.get("timeseries", [])
+    if series:
+        found.append(
+            rule(
+                f"!has(self.dataset) || !(self.dataset in {_cel_list(series)}) || has(self.window)",
+                expr=f"'data.dataset=' + {dataset} + ' is a time series; set data.window to "
+                f"cut it into forecasting rows, e.g. {WINDOW_EXAMPLE}'",
+            )
+        )
     for kind, names in sorted(by_kind.items()):
         if kind in TRAINABLE_KINDS:
             continue

@@ -7,6 +7,7 @@ from deepyard.models import (  # noqa: F401  (register the built-in families)
     efficientnet,
     forecaster,
     gan,
+    gpt,
     inception,
     lstm,
     mlp,

@@ -9,6 +9,10 @@ never asks what kind of model it runs. Most tasks only define `loss`, `eval_batc
 Evaluation is split in three so that it is exact across ranks: `eval_batch` returns
 per-batch sums (added over batches and ranks) and per-row tensors (gathered from every
 rank, for metrics that need all rows, like ROC-AUC); `finish` turns them into metrics.
+
+Token batches are padded per batch: for them `loss` and `eval_batch` also get the
+batch's `pad_id` (a keyword), so a task whose targets are tokens can mask the padding.
+Feature batches never pass it, so a task that only reads features need not take it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 
 from deepyard.data import TensorData
 from deepyard.tasks.catalog import TaskInfo
-from deepyard.train.evaluate import Evaluation, run_eval
+from deepyard.train.evaluate import Evaluation, pad_argument, run_eval
 
 
 @dataclass(frozen=True)
@@ -53,11 +57,22 @@ class Task:
         """Called with the job's spec before training or evaluating (in a worker, and in
         `deepyard eval`); a task that needs the job's settings keeps what it needs."""
 
-    def loss(self, outputs: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor) -> Any:
+    def loss(
+        self,
+        outputs: torch.Tensor,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        pad_id: int | None = None,
+    ) -> Any:
         raise NotImplementedError
 
     def eval_batch(
-        self, outputs: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, mask: Any
+        self,
+        outputs: torch.Tensor,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        mask: Any,
+        pad_id: int | None = None,
     ) -> EvalBatch:
         raise NotImplementedError
 
@@ -90,7 +105,7 @@ class Task:
             inputs, labels = to_device(inputs, device, dtype), labels.to(device)
             if inputs.dtype == torch.long:  # token ids, padded per batch with pad_id
                 tokens += int((inputs != pad_id).sum()) if pad_id is not None else inputs.numel()
-            loss = self.loss(engine(inputs), inputs, labels)
+            loss = self.loss(engine(inputs), inputs, labels, **pad_argument(pad_id))
             forward_s += time.perf_counter() - started  # on GPU: launch time, a weaker proxy
             engine.backward(loss)
             engine.step()

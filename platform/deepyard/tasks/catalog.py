@@ -73,6 +73,16 @@ TASKS: dict[str, TaskInfo] = {
             "deepyard.tasks.gan:GanTask",
             ("loss", "frechet_distance"),
         ),
+        TaskInfo(
+            "language-modeling",
+            "next token of the same row (labels unused; pads masked): token-mean "
+            "cross-entropy, perplexity, next-token accuracy",
+            "none",
+            ("loss", "perplexity", "accuracy"),
+            "perplexity",
+            "deepyard.tasks.language_modeling:LanguageModeling",
+            lower_is_better=("loss", "perplexity"),
+        ),
     )
 }
 

@@ -21,11 +21,22 @@ from deepyard.train.evaluate import Evaluation
 
 
 class Classification(Task):
-    def loss(self, outputs: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor) -> Any:
+    def loss(
+        self,
+        outputs: torch.Tensor,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        pad_id: int | None = None,  # text models mask their own padding
+    ) -> Any:
         return F.cross_entropy(outputs.float(), labels)
 
     def eval_batch(
-        self, outputs: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, mask: Any
+        self,
+        outputs: torch.Tensor,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        mask: Any,
+        pad_id: int | None = None,
     ) -> EvalBatch:
         logits = outputs.float()
         losses = F.cross_entropy(logits, labels, reduction="none")

@@ -33,7 +33,7 @@ from prometheus_client import (
 from deepyard.data.packaged_sources import cache_root
 from deepyard.spec import JobSpec
 from deepyard.telemetry.catalog import BY_NAME, CATALOGUE, JOB, JOB_STATES, RANK
-from deepyard.telemetry.flops import TRAIN_FACTOR
+from deepyard.telemetry.flops import achieved_flops_per_s
 
 # No `_created` series: no dashboard uses them, and they are 11% of every scrape.
 disable_created_metrics()
@@ -72,6 +72,7 @@ class MetricsExporter:
         self.attempt = 1
         self.global_batch = spec.global_batch_size
         self.flops_per_sample = 0.0
+        self.flops_per_token: float | None = None  # language models: MFU from tokens/s
         self.peak_flops: float | None = None
         self.productive_s: dict[int, float] = {}  # step -> time of its newest run
         self.children: dict[tuple[str, tuple[str, ...]], Any] = {}
@@ -184,6 +185,7 @@ class MetricsExporter:
         self._forget_attempts_before(self.attempt)
         self.gauges["deepyard_job_attempt"].labels(**self.job).set(self.attempt)
         self.flops_per_sample = float(event.get("flops_per_sample") or 0.0)
+        self.flops_per_token = event.get("flops_per_token")
         self.peak_flops = event.get("peak_flops")
         self.set_state("running")
 
@@ -200,7 +202,15 @@ class MetricsExporter:
             self._child("deepyard_train_throughput_tokens_per_second", labels).set(
                 event["tokens_per_s"]
             )
-        achieved = TRAIN_FACTOR * self.flops_per_sample * event["samples_per_s"]
+        achieved = (
+            achieved_flops_per_s(
+                self.flops_per_sample,
+                self.flops_per_token,
+                event["samples_per_s"],
+                event.get("tokens_per_s"),
+            )
+            or 0.0
+        )
         self._child("deepyard_train_achieved_flops_per_second", labels).set(achieved)
         if self.peak_flops:
             self._child("deepyard_train_model_flops_utilization_ratio", labels).set(

@@ -5,6 +5,11 @@ of the model as built: exact for matmuls and convolutions (the operations that d
 and nothing for element-wise ones, the convention of MFU (PaLM, Megatron). Training
 counts three forward passes per sample (the backward pass costs about two). Models may
 instead give an analytic count with a `flops_per_sample(input_shape)` method, which wins.
+
+Language models count per token instead (`flops_per_token(seq_len)`, at the context the
+job trains with): their rows are padded per batch, so a sample's cost varies, and the
+model FLOP/s are the FLOPs per token times the real (non-pad) tokens per second, the
+convention MFU is defined with (PaLM, appendix B).
 """
 
 from __future__ import annotations
@@ -59,6 +64,28 @@ def forward_flops_per_sample(
     finally:
         model.train(was_training)
     return counter.get_total_flops() / 2
+
+
+def forward_flops_per_token(model: nn.Module, input_shape: tuple[int, ...]) -> float | None:
+    """A language model's forward FLOPs per token at the longest row the data gives
+    (input_shape[0], data.tokenizer.max_length); None for a model without that count."""
+    analytic = getattr(model, "flops_per_token", None)
+    return float(analytic(input_shape[0])) if callable(analytic) else None
+
+
+def achieved_flops_per_s(
+    flops_per_sample: float | None,
+    flops_per_token: float | None,
+    samples_per_s: float | None,
+    tokens_per_s: float | None,
+) -> float | None:
+    """Model FLOP/s of training: per token where the model counts per token (and tokens
+    were counted), else per sample; None when neither is known."""
+    if flops_per_token and tokens_per_s:
+        return TRAIN_FACTOR * flops_per_token * tokens_per_s
+    if flops_per_sample and samples_per_s:
+        return TRAIN_FACTOR * flops_per_sample * samples_per_s
+    return None
 
 
 def peak_flops_per_device(

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from deepyard.telemetry.flops import TRAIN_FACTOR
+from deepyard.telemetry.flops import achieved_flops_per_s
 
 HISTORY_COLUMNS = ("step", "epoch", "loss", "lr", "samples_per_s", "step_time_s", "t", "attempt")
 
@@ -121,10 +121,13 @@ class RunRecorder:
         out: dict[str, Any] = {
             "goodput": round(sum(newest.values()) / max(summary["wall_time_s"], 1e-9), 4)
         }
-        per_sample = self.start_info.get("flops_per_sample")
-        rate = summary.get("samples_per_s")
-        if per_sample and rate:
-            achieved = TRAIN_FACTOR * per_sample * rate
+        achieved = achieved_flops_per_s(
+            self.start_info.get("flops_per_sample"),
+            self.start_info.get("flops_per_token"),
+            summary.get("samples_per_s"),
+            summary.get("tokens_per_s"),
+        )
+        if achieved:
             out["achieved_flops_per_s"] = round(achieved, 1)
             peak = self.start_info.get("peak_flops")
             out["mfu"] = round(achieved / peak, 4) if peak else None

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
+import torch.distributed as dist
 
 from deepyard.errors import SpecError
 
@@ -104,3 +105,12 @@ def _quiet_deepspeed(on_gpu: bool) -> None:
     # buffers we never write to.
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
+def sum_over_ranks(count: int, device: torch.device) -> int:
+    """`count` summed over every rank (each rank calls it; one process: itself)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return count
+    total = torch.tensor([count], dtype=torch.int64, device=device)
+    dist.all_reduce(total)
+    return int(total.item())

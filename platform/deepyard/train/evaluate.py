@@ -56,7 +56,9 @@ def run_eval(
         # Token ids stay integers; features take the training precision.
         batch = inputs.to(device) if inputs.dtype == torch.long else inputs.to(device, dtype)
         outputs = engine(batch)
-        part = task.eval_batch(outputs, batch, labels.to(device), mask.to(device))
+        part = task.eval_batch(
+            outputs, batch, labels.to(device), mask.to(device), **pad_argument(data.pad_id)
+        )
         for name, value in part.sums.items():
             sums[name] = sums.get(name, 0) + value.detach().double().cpu()
         for name, value in part.rows.items():
@@ -71,6 +73,12 @@ def run_eval(
         gathered = dict(zip(names, values, strict=True))
         sums = _all_reduce(sums, device)
     return task.finish(sums, {n: v[mask_all] for n, v in gathered.items()}, data)
+
+
+def pad_argument(pad_id: int | None) -> dict[str, int]:
+    """`pad_id=` for a task's `loss` and `eval_batch` on token batches; nothing for
+    features, so a task that only reads features need not take it."""
+    return {} if pad_id is None else {"pad_id": pad_id}
 
 
 def _all_reduce(sums: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

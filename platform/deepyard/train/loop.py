@@ -28,11 +28,12 @@ from deepyard.tasks.base import Task
 from deepyard.telemetry.flops import (
     device_stats,
     forward_flops_per_sample,
+    forward_flops_per_token,
     peak_flops_per_device,
 )
 from deepyard.train import checkpointing
 from deepyard.train.control import Control, Faults
-from deepyard.train.dist import WorkerContext, init_process_group
+from deepyard.train.dist import WorkerContext, init_process_group, sum_over_ranks
 from deepyard.train.plan import AttemptPlan
 
 Emit = Callable[[dict[str, Any]], None]
@@ -63,6 +64,7 @@ class Parts:
     saves: checkpointing.Saves
     flops_per_sample: float  # forward pass (telemetry.flops)
     peak_flops: float | None  # all devices of the job; None on CPU
+    flops_per_token: float | None = None  # language models (telemetry.flops)
     eval_classes: dict[str, Any] | None = None  # the last evaluation's per-class report
 
 
@@ -94,6 +96,7 @@ def train(
             "num_parameters": parts.num_parameters,
             "steps_per_epoch": batches.batches_per_epoch // accumulation,
             "flops_per_sample": parts.flops_per_sample,
+            "flops_per_token": parts.flops_per_token,
             "peak_flops": parts.peak_flops,
             "world_size": ctx.world_size,
         }
@@ -101,7 +104,7 @@ def train(
     control = Control(spec, ctx.rank, ctx.world_size, stop or threading.Event())
     faults = Faults(spec.faults, ctx.rank, plan.attempt, plan.job_pid)
 
-    losses, step_times, outcome = [], [], "finished"
+    losses, step_times, tokens, outcome = [], [], [], "finished"
     for step in range(saves.start_step + 1, parts.total_steps + 1):
         faults.before(step)
         started, waited = time.perf_counter(), batches.wait_s
@@ -115,6 +118,7 @@ def train(
         )
         step_times.append(time.perf_counter() - started)
         losses.append(result.loss)
+        tokens.append(sum_over_ranks(result.tokens, parts.device) if spec.data.text else 0)
         timing = {
             "step": step,
             "step_time_s": step_times[-1],
@@ -137,9 +141,7 @@ def train(
                     "lr": parts.engine.get_lr()[0],
                     "grad_norm": _grad_norm(parts.engine),
                     "samples_per_s": spec.global_batch_size / step_times[-1],
-                    "tokens_per_s": (
-                        result.tokens * ctx.world_size / step_times[-1] if result.tokens else None
-                    ),
+                    "tokens_per_s": tokens[-1] / step_times[-1] if tokens[-1] else None,
                     "t": time.time(),
                 }
             )
@@ -171,6 +173,7 @@ def train(
     last = saves.start_step + len(losses)
     return {
         **_summary(spec, last, losses, step_times, batches, parts.source.num_rows, saves),
+        **_token_rate(tokens, step_times),
         **({"eval_classes": parts.eval_classes} if parts.eval_classes else {}),
         "outcome": outcome,
     }
@@ -227,6 +230,7 @@ def build_parts(
         saves,
         flops_per_sample,
         _peak(spec, device, ctx.world_size),
+        forward_flops_per_token(model, source.input_shape),
     )
 
 
@@ -355,6 +359,18 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _token_rate(tokens: list[int], step_times: list[float]) -> dict[str, float]:
+    """Tokens per second once running (as samples_per_s: the first step is warm-up);
+    {} for feature inputs."""
+    pairs = list(zip(tokens, step_times, strict=True))
+    steady = pairs[1:] if len(pairs) > 1 else pairs
+    if not sum(t for t, _ in steady):
+        return {}
+    return {
+        "tokens_per_s": round(sum(t for t, _ in steady) / max(sum(s for _, s in steady), 1e-9), 2)
+    }
 
 
 def _summary(

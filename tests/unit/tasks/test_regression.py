@@ -40,7 +40,7 @@ def windowed_problem() -> tuple[nn.Module, TensorData, np.ndarray]:
     labels = torch.tensor(rows.targets, dtype=torch.float32)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(13, 1))
-    return model, TensorData(inputs, labels, (13, 1), 1, info), values
+    return model, TensorData(inputs, labels, (13, 1), 1, window=info), values
 
 
 def expected(model: nn.Module, data: TensorData, values: np.ndarray) -> dict[str, float]:

@@ -120,3 +120,22 @@ def test_last_checkpoint_step_follows_saves_and_resumes(exporter) -> None:
     samples = scrape(address)
     assert value(samples, "deepyard_checkpoint_last_step", job="digits-cnn", run="r1") == 60
     assert value(samples, "deepyard_checkpoint_saves_total") == 1
+
+
+def test_a_language_models_mfu_comes_from_its_real_tokens(exporter) -> None:
+    address = exporter.start()
+    exporter.observe(
+        {
+            "type": "start",
+            "attempt": 1,
+            "flops_per_sample": 64 * 1e5,  # a full 64-token row; the batches are shorter
+            "flops_per_token": 1e5,
+            "peak_flops": 2e9,
+        }
+    )
+    exporter.observe(step(1, tokens_per_s=3000.0))
+    samples = scrape(address)
+    assert value(samples, "deepyard_train_throughput_tokens_per_second") == 3000.0
+    # 3 x 1e5 FLOPs x 3000 tokens/s against 2e9 peak (per full-length sample: 1.23)
+    assert value(samples, "deepyard_train_achieved_flops_per_second") == pytest.approx(9e8)
+    assert value(samples, "deepyard_train_model_flops_utilization_ratio") == pytest.approx(0.45)

@@ -97,3 +97,14 @@ def test_run_ids_are_timestamped_and_distinct() -> None:
     ids = {new_run_id() for _ in range(20)}
     assert len(ids) > 1
     assert all(re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", i) for i in ids)
+
+
+def test_a_language_model_counts_flops_per_real_token(recorder: RunRecorder) -> None:
+    """Padded rows differ in length: MFU is FLOPs per token x real tokens/s, not the cost
+    of a full-length row x samples/s (which would count the padding)."""
+    recorder.add(
+        {"type": "start", "flops_per_sample": 64 * 5e6, "flops_per_token": 5e6, "peak_flops": 1e12}
+    )
+    summary = recorder.finish({"samples_per_s": 100.0, "tokens_per_s": 2700.0}, "succeeded")
+    assert summary["achieved_flops_per_s"] == pytest.approx(3 * 5e6 * 2700)
+    assert summary["mfu"] == pytest.approx(3 * 5e6 * 2700 / 1e12, abs=1e-4)

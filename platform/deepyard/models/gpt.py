@@ -1,0 +1,244 @@
+"""GPT-style causal language model (GPT-2 layout): token + learned position embeddings,
+pre-LayerNorm blocks (causal self-attention through torch's scaled_dot_product_attention,
+a 4x GELU MLP), a final LayerNorm and an LM head tied to the token embedding.
+
+Its forward maps token ids (B, L) to next-token logits (B, L, vocab); the
+`language-modeling` task (deepyard.tasks.language_modeling) shifts the targets and masks
+padding. Rows are padded at their end, so causal attention alone keeps every real token
+from seeing a pad: no padding mask is needed, and the fused attention kernels apply.
+
+For pipeline parallelism `layers()` returns the network as an ordered sequence of
+modules, each tensor in, tensor out: the embedding, every block, then the final norm +
+head. The head's weight *is* the embedding's; a DeepSpeed `PipelineModule` that puts the
+two on different stages must declare them as one `TiedLayerSpec` (key "embed",
+`tied_weight_attr="weight"`) so that DeepSpeed all-reduces the tied gradient between the
+first and last stage (docs/models.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepyard.models import checks
+from deepyard.models.registry import Vocab, register
+
+
+@dataclass(frozen=True)
+class GPTShape:
+    n_layer: int
+    n_head: int
+    d_model: int
+    max_seq_len: int
+
+
+# `size` presets; n_layer, n_head, d_model and max_seq_len given beside one win over it.
+PRESETS: dict[str, GPTShape] = {
+    "tiny": GPTShape(n_layer=2, n_head=2, d_model=64, max_seq_len=128),
+    "mini": GPTShape(n_layer=4, n_head=4, d_model=256, max_seq_len=256),
+    "small": GPTShape(n_layer=12, n_head=12, d_model=768, max_seq_len=1024),  # GPT-2 small
+    "medium": GPTShape(n_layer=24, n_head=16, d_model=1024, max_seq_len=1024),  # GPT-2 medium
+}
+
+
+class TokenEmbedding(nn.Module):
+    """Token ids (B, L) → token + position embeddings (B, L, d_model)."""
+
+    def __init__(self, vocab_size: int, max_seq_len: int, d_model: int, dropout: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(vocab_size, d_model))  # tied to the LM head
+        self.position = nn.Embedding(max_seq_len, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        length = ids.shape[1]
+        if length > self.position.num_embeddings:
+            raise ValueError(
+                f"a row of {length} tokens is longer than the model's context "
+                f"(model.args.max_seq_len={self.position.num_embeddings}); raise "
+                f"max_seq_len or lower data.tokenizer.max_length to at most it"
+            )
+        positions = torch.arange(length, device=ids.device)
+        return self.dropout(F.embedding(ids, self.weight) + self.position(positions))
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_head: int, dropout: float) -> None:
+        super().__init__()
+        self.n_head, self.dropout = n_head, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.proj_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = (
+            part.view(batch, length, self.n_head, width // self.n_head).transpose(1, 2)
+            for part in self.qkv(x).split(width, dim=2)
+        )
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )
+        return self.proj_dropout(self.proj(y.transpose(1, 2).reshape(batch, length, width)))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, d_model: int, n_head: int, dropout: float) -> None:
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, n_head, dropout)
+        self.ln_mlp = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model),
+            nn.GELU(),
+            nn.Linear(4 * d_model, d_model),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_attn(x))
+        return x + self.mlp(self.ln_mlp(x))
+
+
+class LMHead(nn.Module):
+    """Final LayerNorm, then logits over the vocabulary (weight tied to the embedding)."""
+
+    def __init__(self, d_model: int, vocab_size: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.proj = nn.Linear(d_model, vocab_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab: Vocab, shape: GPTShape, dropout: float) -> None:
+        super().__init__()
+        self.shape, self.vocab_size, self.pad_id = shape, vocab.size, vocab.pad_id
+        d_model = shape.d_model
+        self.embed = TokenEmbedding(vocab.size, shape.max_seq_len, d_model, dropout)
+        self.blocks = nn.ModuleList(
+            Block(d_model, shape.n_head, dropout) for _ in range(shape.n_layer)
+        )
+        self.head = LMHead(d_model, vocab.size)
+        self.head.proj.weight = self.embed.weight  # one parameter, counted once
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """GPT-2's: N(0, 0.02), residual projections scaled by 1/sqrt(2 x n_layer)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        residual_std = 0.02 / math.sqrt(2 * self.shape.n_layer)
+        for name, parameter in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.2.weight")):  # into the residual
+                nn.init.normal_(parameter, std=residual_std)
+
+    def layers(self) -> list[nn.Module]:
+        """The network in order (embedding, blocks..., final norm + head): forward is
+        these applied one after another, the unit pipeline stages are cut from."""
+        return [self.embed, *self.blocks, self.head]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = ids
+        for layer in self.layers():
+            x = layer(x)
+        return x
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Forward FLOPs per token in rows of `seq_len` tokens, counted as PaLM and
+        Megatron count them (matmuls only, 2 per multiply-add): per block 24 d^2 for the
+        qkv, output and MLP projections, plus 4 seq d for the attention scores (QK^T) and
+        the weighted values, over the whole row as dense kernels compute them; plus
+        2 d vocab for the LM head. Embedding lookups, norms, biases and softmax are free."""
+        d, n_layer = self.shape.d_model, self.shape.n_layer
+        dense = n_layer * 24 * d * d + 2 * d * self.vocab_size
+        attention = n_layer * 4 * seq_len * d
+        return float(dense + attention)
+
+    def flops_per_sample(self, input_shape: tuple[int, ...]) -> float:
+        """Forward FLOPs of one full row of input_shape[0] tokens."""
+        return input_shape[0] * self.flops_per_token(input_shape[0])
+
+
+def resolve_shape(
+    size: str,
+    n_layer: int | None,
+    n_head: int | None,
+    d_model: int | None,
+    max_seq_len: int | None,
+) -> GPTShape:
+    """The preset `size`, with any of the explicit arguments put over it."""
+    if size not in PRESETS:
+        raise ValueError(
+            f"model.args.size={size!r} for model gpt is not a preset; use one of: "
+            f"{', '.join(PRESETS)} (or set n_layer, n_head and d_model beside it)"
+        )
+    preset = PRESETS[size]
+    return GPTShape(
+        n_layer=preset.n_layer if n_layer is None else n_layer,
+        n_head=preset.n_head if n_head is None else n_head,
+        d_model=preset.d_model if d_model is None else d_model,
+        max_seq_len=preset.max_seq_len if max_seq_len is None else max_seq_len,
+    )
+
+
+def check_shape(shape: GPTShape, rows: int) -> None:
+    """Arguments that would fail deep inside torch, named with their fix."""
+    checks.positive(
+        "gpt",
+        n_layer=shape.n_layer,
+        n_head=shape.n_head,
+        d_model=shape.d_model,
+        max_seq_len=shape.max_seq_len,
+    )
+    checks.divides("gpt", "d_model", shape.d_model, "n_head", shape.n_head)
+    if rows > shape.max_seq_len:
+        raise ValueError(
+            f"model.args.max_seq_len={shape.max_seq_len} for model gpt is shorter than the "
+            f"rows the data gives (data.tokenizer.max_length={rows}); raise max_seq_len to "
+            f"{rows} or more, or lower max_length to {shape.max_seq_len}"
+        )
+
+
+@register(
+    "gpt",
+    family="language-model",
+    summary="GPT-style causal language model (GPT-2 layout, tied head; size presets)",
+    example_job="jobs/examples/rotten_tomatoes_gpt.yaml",
+    inputs="tokens",
+    task="language-modeling",
+    default_input_shape=(64,),
+    default_num_classes=2,
+)
+def build_gpt(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    vocab: Vocab,
+    size: str = "mini",
+    n_layer: int | None = None,
+    n_head: int | None = None,
+    d_model: int | None = None,
+    max_seq_len: int | None = None,
+    dropout: float = 0.1,
+) -> nn.Module:
+    """`size` picks a preset (tiny, mini, small = GPT-2 small, medium = GPT-2 medium);
+    the vocabulary is the job's tokenizer's (`num_classes` is not used: the targets are
+    the next tokens)."""
+    rows = checks.token_input("gpt", input_shape)
+    shape = resolve_shape(size, n_layer, n_head, d_model, max_seq_len)
+    check_shape(shape, rows)
+    checks.dropout("gpt", dropout)
+    return GPT(vocab, shape, dropout)
