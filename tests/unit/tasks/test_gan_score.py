@@ -16,9 +16,8 @@ from deepyard.data.packaged import ensure_prepared
 from deepyard.models.gan import build_dcgan
 from deepyard.tasks import gan_score
 from deepyard.tasks.gan import _Scoring
+from deepyard.testing.gloo import on_two_ranks
 from deepyard.train.evaluate import run_eval
-
-from .gloo import on_two_ranks
 
 CPU = torch.device("cpu")
 

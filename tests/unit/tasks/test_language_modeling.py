@@ -4,21 +4,18 @@ token-weighted figures of one process scoring every row (not a mean of rank mean
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from deepyard.data import TensorData
 from deepyard.errors import DataError
 from deepyard.tasks import get, info, lower_is_better
+from deepyard.testing.gloo import on_two_ranks
 
 PAD = 0
 VOCAB = 12
@@ -133,34 +130,14 @@ def test_logits_that_are_not_per_position_name_the_model_to_use() -> None:
         task.loss(torch.zeros(len(ids), 2), ids, torch.zeros(len(ids)), pad_id=PAD)
 
 
-def _eval_rank(rank: int, world_size: int, store: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
-    try:
-        result = task.evaluate(Bigram(), split(), rank, world_size, 4, CPU, torch.float32)
-        Path(out, f"rank{rank}.json").write_text(json.dumps(result.metrics))
-    finally:
-        dist.destroy_process_group()
+def _eval_rank(rank: int, world_size: int) -> dict[str, float]:
+    result = task.evaluate(Bigram(), split(), rank, world_size, 4, CPU, torch.float32)
+    return result.metrics
 
 
 def test_two_gloo_ranks_sum_tokens_before_dividing(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
-    ctx = mp.start_processes(
-        _eval_rank,
-        args=(2, str(tmp_path / "store"), str(tmp_path)),
-        nprocs=2,
-        join=False,
-        start_method="fork",
-    )
-    deadline = time.monotonic() + 60
-    try:
-        while not ctx.join(timeout=1):
-            assert time.monotonic() < deadline, "gloo ranks did not finish in 60 s"
-    finally:
-        for proc in ctx.processes:
-            if proc.is_alive():
-                proc.kill()
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    ranks = on_two_ranks(_eval_rank, tmp_path)
     model, data = Bigram(), split()
     expected = direct(model, data.inputs)
     for metrics in ranks:

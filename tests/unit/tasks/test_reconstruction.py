@@ -16,8 +16,7 @@ from deepyard.models.autoencoder import build_conv_autoencoder
 from deepyard.tasks import get
 from deepyard.tasks.images import grid_size
 from deepyard.tasks.reconstruction import SHOWN
-
-from .gloo import on_two_ranks
+from deepyard.testing.gloo import on_two_ranks
 
 CPU = torch.device("cpu")
 task = get("reconstruction")

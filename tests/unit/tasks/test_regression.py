@@ -4,15 +4,11 @@ seasonal-naive baseline equals a direct computation on the raw series."""
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from sklearn.metrics import mean_absolute_error, mean_squared_error
 from torch import nn
 
@@ -20,6 +16,7 @@ from deepyard.data import TensorData
 from deepyard.data.windows import make
 from deepyard.spec.window import WindowSpec
 from deepyard.tasks import get
+from deepyard.testing.gloo import on_two_ranks
 
 CPU = torch.device("cpu")
 task = get("regression")
@@ -96,35 +93,14 @@ def test_plain_regression_data_has_no_baseline() -> None:
     assert "mse_seasonal_naive" not in metrics.metrics
 
 
-def _eval_rank(rank: int, world_size: int, store: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
-    try:
-        model, data, _ = windowed_problem()
-        result = task.evaluate(model, data, rank, world_size, 5, CPU, torch.float32)
-        Path(out, f"rank{rank}.json").write_text(json.dumps(result.metrics))
-    finally:
-        dist.destroy_process_group()
+def _eval_rank(rank: int, world_size: int) -> dict[str, float]:
+    model, data, _ = windowed_problem()
+    return task.evaluate(model, data, rank, world_size, 5, CPU, torch.float32).metrics
 
 
 def test_two_gloo_ranks_sum_errors_over_every_row(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
-    ctx = mp.start_processes(
-        _eval_rank,
-        args=(2, str(tmp_path / "store"), str(tmp_path)),
-        nprocs=2,
-        join=False,
-        start_method="fork",
-    )
-    deadline = time.monotonic() + 60
-    try:
-        while not ctx.join(timeout=1):
-            assert time.monotonic() < deadline, "gloo ranks did not finish in 60 s"
-    finally:
-        for proc in ctx.processes:
-            if proc.is_alive():
-                proc.kill()
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    ranks = on_two_ranks(_eval_rank, tmp_path)
     model, data, values = windowed_problem()
     want = expected(model, data, values)
     for metrics in ranks:

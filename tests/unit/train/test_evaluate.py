@@ -4,14 +4,11 @@ every row, and as scikit-learn on those rows (ROC-AUC is not a mean of per-rank 
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 from torch import nn
@@ -19,6 +16,7 @@ from torch import nn
 from deepyard.data import TensorData
 from deepyard.models.metrics import classification_metrics, roc_auc
 from deepyard.tasks import get
+from deepyard.testing.gloo import on_two_ranks
 
 evaluate = get("classification").evaluate
 
@@ -48,36 +46,15 @@ def test_single_process_scores_every_row() -> None:
     assert model.training  # evaluation hands the model back in training mode
 
 
-def _eval_rank(rank: int, world_size: int, store: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
-    try:
-        model, data = tiny_problem()
-        result = evaluate(model, data, rank, world_size, 5, CPU, torch.float32)
-        Path(out, f"rank{rank}.json").write_text(json.dumps(vars(result)))
-    finally:
-        dist.destroy_process_group()
+def _eval_rank(rank: int, world_size: int) -> dict[str, Any]:
+    model, data = tiny_problem()
+    return vars(evaluate(model, data, rank, world_size, 5, CPU, torch.float32))
 
 
 def test_two_gloo_ranks_agree_with_one_process(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # gloo's own sockets stay on loopback
     # fork: the ranks need no re-import of torch, so this costs about a second.
-    ctx = mp.start_processes(
-        _eval_rank,
-        args=(2, str(tmp_path / "store"), str(tmp_path)),
-        nprocs=2,
-        join=False,
-        start_method="fork",
-    )
-    deadline = time.monotonic() + 60
-    try:
-        while not ctx.join(timeout=1):
-            assert time.monotonic() < deadline, "gloo ranks did not finish in 60 s"
-    finally:
-        for proc in ctx.processes:
-            if proc.is_alive():
-                proc.kill()
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    ranks = on_two_ranks(_eval_rank, tmp_path)
     model, data = tiny_problem()
     alone = evaluate(model, data, 0, 1, 5, CPU, torch.float32)
     for result in ranks:
