@@ -186,7 +186,12 @@ class _Scoring(Task):
         self.device, self.dtype = device, dtype
 
     def eval_batch(
-        self, outputs: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, mask: Any
+        self,
+        outputs: torch.Tensor,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        mask: Any,
+        pad_id: int | None = None,
     ) -> EvalBatch:
         fake = self.model.sample(self.noise[labels.cpu()].to(self.device, self.dtype))
         d_fake = self.model(fake)

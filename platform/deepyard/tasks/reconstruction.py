@@ -18,11 +18,22 @@ SHOWN = 8  # eval images in the PNG grid: originals above, reconstructions below
 
 
 class Reconstruction(Task):
-    def loss(self, outputs: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor) -> Any:
+    def loss(
+        self,
+        outputs: torch.Tensor,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        pad_id: int | None = None,  # token tasks only
+    ) -> Any:
         return F.mse_loss(outputs.float(), inputs.float())
 
     def eval_batch(
-        self, outputs: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, mask: Any
+        self,
+        outputs: torch.Tensor,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        mask: Any,
+        pad_id: int | None = None,
     ) -> EvalBatch:
         errors = (outputs.float() - inputs.float()).pow(2).flatten(1).sum(1)
         pixels = inputs[0].numel()

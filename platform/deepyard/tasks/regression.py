@@ -31,11 +31,22 @@ class Regression(Task):
         super().__init__(info)
         self.window = window
 
-    def loss(self, outputs: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor) -> Any:
+    def loss(
+        self,
+        outputs: torch.Tensor,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        pad_id: int | None = None,  # token tasks only
+    ) -> Any:
         return F.mse_loss(predictions(outputs, labels), labels.float())
 
     def eval_batch(
-        self, outputs: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, mask: Any
+        self,
+        outputs: torch.Tensor,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        mask: Any,
+        pad_id: int | None = None,
     ) -> EvalBatch:
         target, keep = labels.double(), mask.double()
         sums = error_sums(predictions(outputs, labels).double() - target, keep, "")
