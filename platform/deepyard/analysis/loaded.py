@@ -24,7 +24,7 @@ from torch import nn
 from deepyard import models, tasks
 from deepyard.analysis.locate import Located
 from deepyard.checkpoint.export import consolidated_state_dict
-from deepyard.data import TensorData, packaged, read_split
+from deepyard.data import TensorData, packaged, read_eval_split
 from deepyard.data.convert import LABEL_NAMES_KEY
 from deepyard.data.parquet import open_dataset
 from deepyard.errors import CheckpointError, DataError
@@ -111,7 +111,7 @@ def load(located: Located, device: torch.device) -> Loaded:
             "since it was saved, so evaluate it with the deepyard version that trained it"
         ) from None
     model.to(device).eval()
-    task = tasks.get(models.get(spec.model.name).task)
+    task = tasks.get(spec.task_name)
     task.prepare(spec)
     return Loaded(located, spec, model_data, model, task, device, tokenizer)
 
@@ -206,13 +206,7 @@ def read_data(loaded: Loaded, arg: str | None, option: str = "--data") -> EvalDa
     spec, want = loaded.spec, loaded.model_data
     uri = data_uri(spec, arg, option)
     try:
-        if loaded.tokenizer is not None and spec.data.text is not None:
-            from deepyard.data.text import read_text_split
-
-            data = read_text_split(uri, spec.data.text, spec.data.label, loaded.tokenizer)
-        else:
-            labels = loaded.task.info.labels
-            data = read_split(uri, spec.data.features, spec.data.label, labels)
+        data = read_eval_split(spec.data, uri, loaded.tokenizer, loaded.task.info.labels)
     except DataError as exc:
         raise DataError(f"{option} {arg or uri}: {exc}") from None
     if not loaded.takes_tokens and data.input_shape != want.input_shape:

@@ -16,7 +16,10 @@ from deepyard.data.pipeline import ParquetLoader
 from deepyard.data.source import ParquetSource
 
 if TYPE_CHECKING:  # deepyard.spec imports this package to check names: type-only here
+    from tokenizers import Tokenizer
+
     from deepyard.spec import DataSpec
+    from deepyard.tasks.catalog import LabelKind
 
 __all__ = ["ParquetLoader", "ParquetSource", "TensorData", "eval_batches", "read_split"]
 
@@ -36,3 +39,15 @@ def resolve_sources(data_spec: DataSpec) -> tuple[str, str | None]:
         return str(train), str(test)
     assert data_spec.train is not None
     return data_spec.train, data_spec.eval
+
+
+def read_eval_split(
+    data_spec: DataSpec, uri: str, tokenizer: Tokenizer | None, label_kind: LabelKind
+) -> TensorData:
+    """A whole split read the way the job reads its data: token ids of `data.text` with
+    the job's tokenizer, else the `data.features` column; labels of the task's kind."""
+    if tokenizer is not None and data_spec.text is not None:
+        from deepyard.data.text import read_text_split
+
+        return read_text_split(uri, data_spec.text, data_spec.label, tokenizer)
+    return read_split(uri, data_spec.features, data_spec.label, label_kind)

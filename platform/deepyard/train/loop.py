@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from deepyard import models, tasks
-from deepyard.data import TensorData, engines, read_split
+from deepyard.data import TensorData, engines, read_eval_split
 from deepyard.data.source import ParquetSource
-from deepyard.data.text import load_tokenizer, read_text_split
+from deepyard.data.text import load_tokenizer
 from deepyard.errors import DataError
 from deepyard.spec import JobSpec
 from deepyard.tasks.base import Task
@@ -190,7 +190,7 @@ def build_parts(
     source, eval_data = _open_data(spec, sources)
     say({"type": "phase", "name": "data_loaded", "t": time.time()})
     _seed_everything(spec.training.seed)  # same initial weights on every rank
-    task = tasks.get(models.get(spec.model.name).task)
+    task = tasks.get(spec.task_name)
     task.prepare(spec)
     model = _build_model(spec, source)
     flops_per_sample = forward_flops_per_sample(
@@ -283,10 +283,7 @@ def _open_data(spec: JobSpec, sources: Sources) -> tuple[ParquetSource, TensorDa
     )
     if sources.eval is None:
         return source, None
-    if tokenizer is not None and spec.data.text is not None:
-        eval_data = read_text_split(sources.eval, spec.data.text, spec.data.label, tokenizer)
-    else:
-        eval_data = read_split(sources.eval, spec.data.features, spec.data.label, label_kind)
+    eval_data = read_eval_split(spec.data, sources.eval, tokenizer, label_kind)
     if label_kind == "values":
         return source, eval_data
     top = int(eval_data.labels.max())
@@ -299,23 +296,29 @@ def _open_data(spec: JobSpec, sources: Sources) -> tuple[ParquetSource, TensorDa
     return source, dataclasses.replace(eval_data, num_classes=source.num_classes)
 
 
+def _vocab(source: ParquetSource) -> models.Vocab | None:
+    """A token model learns the tokenizer's vocabulary; None for feature data."""
+    if source.tokenizer is None or source.pad_id is None:
+        return None
+    return models.Vocab(source.tokenizer.get_vocab_size(), source.pad_id)
+
+
 def _build_model(spec: JobSpec, source: ParquetSource) -> torch.nn.Module:
-    """The spec's model for this data; a token model learns the tokenizer's vocabulary."""
-    vocab = None
-    if source.tokenizer is not None and source.pad_id is not None:
-        vocab = models.Vocab(source.tokenizer.get_vocab_size(), source.pad_id)
+    """The spec's model for this data."""
     return models.build(
-        spec.model.name, spec.model.args, source.input_shape, source.num_classes, vocab
+        spec.model.name, spec.model.args, source.input_shape, source.num_classes, _vocab(source)
     )
 
 
 def _model_data(source: ParquetSource) -> dict[str, Any]:
     """What the model was built for, recorded in each checkpoint's manifest."""
-    vocab = None
-    if source.tokenizer is not None and source.pad_id is not None:
-        vocab = [source.tokenizer.get_vocab_size(), source.pad_id]
+    vocab = _vocab(source)
     shape = list(source.input_shape)
-    return {"input_shape": shape, "num_classes": source.num_classes, "vocab": vocab}
+    return {
+        "input_shape": shape,
+        "num_classes": source.num_classes,
+        "vocab": None if vocab is None else [vocab.size, vocab.pad_id],
+    }
 
 
 def _total_steps(spec: JobSpec, batches: engines.Loader) -> int:
