@@ -5,7 +5,6 @@ for wrong credentials or an unreachable endpoint."""
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import socket
 import uuid
@@ -17,6 +16,7 @@ import pytest
 
 from deepyard.checkpoint.store import Store, StoredFile
 from deepyard.errors import CheckpointError
+from deepyard.testing.s3 import moto_s3
 
 pytestmark = pytest.mark.integration
 
@@ -28,26 +28,8 @@ ENV_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """host:port of a moto S3 server holding BUCKET, with dummy credentials in the env."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    with pytest.MonkeyPatch.context() as env:
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-            env.delenv(name, raising=False)
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        admin = pafs.S3FileSystem(
-            endpoint_override=f"{host}:{port}", scheme="http", allow_bucket_creation=True
-        )
-        admin.create_dir(BUCKET)
-        try:
-            yield f"{host}:{port}"
-        finally:
-            server.stop()
+    with moto_s3(BUCKET) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from deepyard.testing.s3 import moto_s3
 from deepyard.train.dist import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -136,29 +137,8 @@ def test_explain_writes_one_saliency_png_per_image(runs, tmp_path: Path) -> None
 @pytest.fixture
 def s3_root(tmp_path: Path) -> Iterator[str]:
     """An empty prefix on a moto S3 server on 127.0.0.1 (dummy credentials in the env)."""
-    import logging
-
-    import pyarrow.fs as pafs
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    with pytest.MonkeyPatch.context() as env:
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-            env.delenv(name, raising=False)
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        admin = pafs.S3FileSystem(
-            endpoint_override=f"{host}:{port}", scheme="http", allow_bucket_creation=True
-        )
-        admin.create_dir("ckpts")
-        try:
-            yield f"s3://ckpts/jobs/cnn?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-        finally:
-            server.stop()
+    with moto_s3("ckpts") as endpoint:
+        yield f"s3://ckpts/jobs/cnn?endpoint_override={endpoint}&scheme=http&region=us-east-1"
 
 
 def test_a_checkpoint_in_an_s3_store_evaluates_like_the_local_one(
