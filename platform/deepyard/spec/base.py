@@ -8,3 +8,6 @@ from pydantic import BaseModel, ConfigDict
 
 class SpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+NOT_YET = "is not yet supported by this deepyard version"

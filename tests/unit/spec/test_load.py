@@ -132,7 +132,7 @@ BAD_SPECS = [
     (
         "pipeline",
         ("", "parallelism:\n  pipeline: 2\n"),
-        ["job.yaml:10:", "parallelism.pipeline=2 is not yet supported", "use 1"],
+        ["pipeline 2 x tensor 1 = 2 does not divide resources.num_workers=1", "use one of"],
     ),
     (
         "unknown-dataset",

