@@ -143,9 +143,12 @@ def pipeline_layers(name: str, args: dict[str, Any]) -> int | None:
     entry = get(name)
     if not entry.pipeline:
         return None
-    vocab = MINILM_VOCAB if entry.inputs == "tokens" else None
+    tokens = entry.inputs == "tokens"
+    shape = (1,) if tokens else entry.default_input_shape  # one token fits any context
     with torch.device("meta"):
-        model = build(name, args, entry.default_input_shape, entry.default_num_classes, vocab)
+        model = build(
+            name, args, shape, entry.default_num_classes, MINILM_VOCAB if tokens else None
+        )
     return len(model.layers())  # type: ignore[operator]
 
 

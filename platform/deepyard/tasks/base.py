@@ -98,6 +98,10 @@ class Task:
         pad_id: int | None = None,
     ) -> StepResult:
         """One optimizer step over `accumulation` micro-batches."""
+        from deepyard.train import pipeline
+
+        if pipeline.is_pipeline(engine):  # DeepSpeed runs the micro-batches through stages
+            return pipeline.train_step(engine, next_batch, accumulation, device, dtype, pad_id)
         total, tokens, forward_s = 0.0, 0, 0.0
         for _ in range(accumulation):
             inputs, labels = next_batch()

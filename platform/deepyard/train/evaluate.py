@@ -5,6 +5,7 @@ gathered from all of them (rank after rank), then the task's `finish` makes metr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -41,6 +42,10 @@ def run_eval(
     device: torch.device,
     dtype: torch.dtype,
 ) -> Evaluation:
+    from deepyard.train import pipeline
+
+    if pipeline.is_pipeline(engine):
+        return _run_model_parallel_eval(task, engine, data, batch_size, device, dtype)
     distributed = dist.is_initialized() and world_size > 1
     if distributed:
         # Ranks' batch-norm statistics drift apart in training, and a checkpoint keeps rank
@@ -49,13 +54,42 @@ def run_eval(
         for buffer in getattr(engine, "module", engine).buffers():
             dist.broadcast(buffer.data, src=0)
     engine.eval()
+    scored = _score_shard(task, engine, data, rank, world_size, batch_size, device, dtype)
+    engine.train()
+    sums, gathered, mask_all = scored
+    if distributed:
+        names = sorted(gathered)
+        *values, mask_all = _gather([gathered[n] for n in names] + [mask_all], device)
+        gathered = dict(zip(names, values, strict=True))
+        sums = _all_reduce(sums, device)
+    return task.finish(sums, {n: v[mask_all] for n, v in gathered.items()}, data)
+
+
+Scored = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]
+
+
+def _score_shard(
+    task: Task,
+    engine: Any,
+    data: TensorData,
+    shard: int,
+    shards: int,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    forward: Any = None,
+) -> Scored:
+    """This shard's sums, rows and row mask; `forward(batch, labels)` gives the outputs
+    (default: the engine's forward), None on a rank that computes no outputs."""
     sums: dict[str, torch.Tensor] = {}
     rows: dict[str, list[torch.Tensor]] = {}
     masks: list[torch.Tensor] = []
-    for inputs, labels, mask in eval_batches(data, rank, world_size, batch_size):
+    for inputs, labels, mask in eval_batches(data, shard, shards, batch_size):
         # Token ids stay integers; features take the training precision.
         batch = inputs.to(device) if inputs.dtype == torch.long else inputs.to(device, dtype)
-        outputs = engine(batch)
+        outputs = engine(batch) if forward is None else forward(batch, labels.to(device))
+        if outputs is None:
+            continue
         part = task.eval_batch(
             outputs, batch, labels.to(device), mask.to(device), **pad_argument(data.pad_id)
         )
@@ -64,14 +98,44 @@ def run_eval(
         for name, value in part.rows.items():
             rows.setdefault(name, []).append(value.detach().cpu())
         masks.append(mask)
-    engine.train()
     mask_all = torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool)
-    gathered = {name: torch.cat(parts) for name, parts in rows.items()}
-    if distributed:
-        names = sorted(gathered)
-        *values, mask_all = _gather([gathered[n] for n in names] + [mask_all], device)
-        gathered = dict(zip(names, values, strict=True))
-        sums = _all_reduce(sums, device)
+    return sums, {name: torch.cat(parts) for name, parts in rows.items()}, mask_all
+
+
+def _run_model_parallel_eval(
+    task: Task,
+    engine: Any,
+    data: TensorData,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Evaluation:
+    """A pipeline: every replica's stages run its shard of rows, only the last stage
+    sees outputs, and every rank receives every last stage's sums and rows (objects:
+    the other stages cannot know their shapes), so rank 0 reports the exact metrics."""
+    from deepyard.train import pipeline
+
+    grid = engine.grid
+    replica, replicas = grid.data_parallel_id, grid.data_parallel_size
+    if replicas > 1:  # rank 0's batch-norm statistics, stage by stage (see run_eval)
+        first = grid.stage_to_global(stage_id=grid.get_stage_id(), data=0)
+        for buffer in engine.module.buffers():
+            dist.broadcast(buffer.data, src=first, group=grid.get_data_parallel_group())
+    forward = partial(pipeline.eval_forward, engine)
+    engine.eval()
+    scored = _score_shard(task, engine, data, replica, replicas, batch_size, device, dtype, forward)
+    engine.train()
+    mine = scored if engine.is_last_stage() else None
+    everyone: list[Scored | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    parts = [part for part in everyone if part is not None]  # replica order: rank order
+    sums: dict[str, torch.Tensor] = {}
+    for part_sums, _, _ in parts:
+        for name, value in part_sums.items():
+            sums[name] = sums.get(name, 0) + value
+    mask_all = torch.cat([mask for _, _, mask in parts])
+    names = parts[0][1].keys()
+    gathered = {n: torch.cat([rows[n] for _, rows, _ in parts]) for n in names}
     return task.finish(sums, {n: v[mask_all] for n, v in gathered.items()}, data)
 
 

@@ -31,10 +31,11 @@ from deepyard.telemetry.flops import (
     forward_flops_per_token,
     peak_flops_per_device,
 )
-from deepyard.train import checkpointing
+from deepyard.train import checkpointing, pipeline
 from deepyard.train.control import Control, Faults
 from deepyard.train.dist import WorkerContext, init_process_group, sum_over_ranks
 from deepyard.train.plan import AttemptPlan
+from deepyard.train.topology import Layout
 
 Emit = Callable[[dict[str, Any]], None]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -65,6 +66,8 @@ class Parts:
     flops_per_sample: float  # forward pass (telemetry.flops)
     peak_flops: float | None  # all devices of the job; None on CPU
     flops_per_token: float | None = None  # language models (telemetry.flops)
+    counts_rows: bool = True  # one rank per data-parallel replica counts its tokens
+    stages: list[dict[str, Any]] | None = None  # pipeline stages: layers and parameters
     eval_classes: dict[str, Any] | None = None  # the last evaluation's per-class report
 
 
@@ -118,7 +121,11 @@ def train(
         )
         step_times.append(time.perf_counter() - started)
         losses.append(result.loss)
-        tokens.append(sum_over_ranks(result.tokens, parts.device) if spec.data.text else 0)
+        if spec.data.text:
+            mine = result.tokens if parts.counts_rows else 0
+            tokens.append(sum_over_ranks(mine, parts.device))
+        else:
+            tokens.append(0)
         timing = {
             "step": step,
             "step_time_s": step_times[-1],
@@ -175,6 +182,7 @@ def train(
         **_summary(spec, last, losses, step_times, batches, parts.source.num_rows, saves),
         **_token_rate(tokens, step_times),
         **({"eval_classes": parts.eval_classes} if parts.eval_classes else {}),
+        **({"pipeline_stages": parts.stages} if parts.stages else {}),
         "outcome": outcome,
     }
 
@@ -197,10 +205,11 @@ def build_parts(
         model, source.input_shape, spec.data.text is not None
     )
     _seed_everything(spec.training.seed + ctx.rank)  # independent dropout per rank
+    layout = Layout.of(spec)  # the ranks of one replica (pipeline, tensor group) share rows
     request = engines.LoaderRequest(
         source,
-        ctx.rank,
-        ctx.world_size,
+        layout.replica(ctx.rank),
+        layout.data,
         spec.micro_batch_size,
         seed=spec.training.seed,
         shuffle=spec.data.shuffle,
@@ -211,7 +220,11 @@ def build_parts(
     batches = engines.build(spec.data.engine, request)
     total_steps = _total_steps(spec, batches)
     universal = checkpointing.wants_universal(plan, ctx.world_size)
-    engine = task.build_engine(spec, model, total_steps, universal)
+    staged, stages = model, None
+    if spec.parallelism.pipeline > 1:
+        staged = pipeline.build_module(model, spec, task, source.pad_id)
+        stages = pipeline.stages(staged, model.layers())  # type: ignore[operator]
+    engine = task.build_engine(spec, staged, total_steps, universal)
     say({"type": "phase", "name": "engine_ready", "t": time.time()})
     saves = checkpointing.open_saves(spec, plan, ctx, engine, batches, say)
     saves.meta["model_data"] = _model_data(source)  # rebuilds it offline (deepyard eval)
@@ -231,6 +244,8 @@ def build_parts(
         flops_per_sample,
         _peak(spec, device, ctx.world_size),
         forward_flops_per_token(model, source.input_shape),
+        counts_rows=layout.counts(ctx.rank),
+        stages=stages,
     )
 
 

@@ -1,0 +1,175 @@
+"""Pipeline parallelism: a model's `layers()` cut into DeepSpeed `PipelineModule` stages.
+
+A model opts in by returning its network as an ordered list of modules whose composition
+is its forward (`GPT.layers()`; registered with `pipeline=True`). The builder here:
+- wraps each layer for DeepSpeed; layers that share a parameter (a GPT's embedding and
+  its tied LM head) become one `TiedLayerSpec`, so each stage holding one keeps a copy
+  and DeepSpeed all-reduces the tied gradient between them;
+- cuts the layers into `parallelism.pipeline` stages, balanced by parameter count or by
+  layer count;
+- computes the task's own loss on the last stage.
+
+The whole model is built on every rank first (same seed: the same initial weights as a
+one-process run, whatever the stage count), then each rank keeps only its stage's
+layers; so the model must fit in host memory once, not in one device.
+
+A training step pulls all of the step's micro-batches on every rank (stages other than
+the first and last do not read them, but pulling keeps every rank's data cursor in
+step for checkpoints) and hands them to `engine.train_batch`, which runs DeepSpeed's
+1F1B schedule. Evaluation runs one batch at a time through `engine.eval_batch`; only the
+last stage sees outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+
+from deepyard.tasks.base import StepResult, Task, to_device
+from deepyard.train.evaluate import pad_argument
+
+PARTITION = {"parameters": "parameters", "layers": "uniform"}  # spec → DeepSpeed's method
+
+
+class _Existing(nn.Module):
+    """`LayerSpec` takes a module class to build; this one "builds" a module that exists
+    already (the layer of the model built on this rank), so initial weights come from
+    the model's own initialisation, not from a per-stage rebuild."""
+
+    def __new__(cls, module: nn.Module) -> nn.Module:  # type: ignore[misc]
+        return module
+
+
+def build_module(model: nn.Module, spec: Any, task: Task, pad_id: int | None) -> nn.Module:
+    """The DeepSpeed PipelineModule of `model`'s stages, with `task`'s loss."""
+    from deepspeed.pipe import PipelineModule
+
+    layers: list[nn.Module] = model.layers()  # type: ignore[operator]
+
+    def loss(outputs: torch.Tensor, targets: tuple[torch.Tensor, torch.Tensor]) -> Any:
+        inputs, labels = targets
+        return task.loss(outputs, inputs, labels, **pad_argument(pad_id))
+
+    printed = io.StringIO()  # DeepSpeed prints its stage table; `stages` reports it
+    with contextlib.redirect_stdout(printed):
+        module = PipelineModule(
+            layers=stage_specs(layers),
+            num_stages=spec.parallelism.pipeline,
+            loss_fn=loss,
+            partition_method=PARTITION[spec.parallelism.pipeline_partition],
+            dynamic_shape=True,  # token batches are padded per batch: lengths vary
+        )
+    logging.getLogger(__name__).debug("%s", printed.getvalue())
+    return module
+
+
+def stages(module: nn.Module, layers: list[nn.Module]) -> list[dict[str, Any]]:
+    """Each stage's layers and parameters, as the run summary reports them."""
+    bounds = [int(b) for b in module.parts]  # type: ignore[union-attr]
+    out = []
+    for start, stop in itertools.pairwise(bounds):
+        kept = layers[start:stop]
+        params = {id(p): p.numel() for layer in kept for p in layer.parameters()}
+        out.append(
+            {
+                "layers": [start, stop],
+                "kinds": [type(layer).__name__ for layer in kept],
+                "parameters": sum(params.values()),
+            }
+        )
+    return out
+
+
+def stage_specs(layers: list[nn.Module]) -> list[Any]:
+    """The layers as DeepSpeed layer specs: plain modules, except layers that share a
+    parameter with an earlier one, which become `TiedLayerSpec`s of that earlier layer."""
+    from deepspeed.pipe import TiedLayerSpec
+
+    owner: dict[int, tuple[int, str]] = {}  # parameter id → (first layer, its name there)
+    for index, layer in enumerate(layers):
+        for name, parameter in layer.named_parameters():
+            owner.setdefault(id(parameter), (index, name))
+    ties: dict[int, set[str]] = defaultdict(set)  # first layer → its shared parameters
+    users: dict[int, int] = {}  # a later layer → the first layer it shares with
+    for index, layer in enumerate(layers):
+        for parameter in layer.parameters():
+            first, name = owner[id(parameter)]
+            if first != index:
+                ties[first].add(name)
+                users[index] = first
+    specs: list[Any] = []
+    for index, layer in enumerate(layers):
+        first = users.get(index, index)
+        if first not in ties:
+            specs.append(layer)
+            continue
+        attrs = sorted(ties[first])
+        key = f"tied_{first}"
+        if first == index:
+            specs.append(TiedLayerSpec(key, _Existing, layer, tied_weight_attr=attrs))
+        else:  # applies its own module, whose shared weights are the first layer's
+            forward = partial(_apply, layer)
+            specs.append(
+                TiedLayerSpec(
+                    key, _Existing, layers[first], forward_fn=forward, tied_weight_attr=attrs
+                )
+            )
+    return specs
+
+
+def _apply(layer: nn.Module, _tied: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return layer(x)  # type: ignore[no-any-return]
+
+
+def is_pipeline(engine: Any) -> bool:
+    return bool(getattr(engine, "is_pipe_parallel", False))
+
+
+def train_step(
+    engine: Any,
+    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    accumulation: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    pad_id: int | None,
+) -> StepResult:
+    """One optimizer step of the pipeline over `accumulation` micro-batches."""
+    started = time.perf_counter()
+    micro = []
+    tokens = 0
+    for _ in range(accumulation):
+        inputs, labels = next_batch()
+        inputs = to_device(inputs, device, dtype)
+        if inputs.dtype == torch.long:
+            tokens += int((inputs != pad_id).sum()) if pad_id is not None else inputs.numel()
+        micro.append((inputs, (inputs, labels.to(device))))
+    loss = engine.train_batch(iter(micro))
+    # Forward and backward interleave in the 1F1B schedule: the step is the finest time.
+    return StepResult(float(loss), tokens, time.perf_counter() - started)
+
+
+def eval_forward(engine: Any, inputs: torch.Tensor, labels: torch.Tensor) -> Any:
+    """The pipeline's outputs for one batch: on the last stage; None on the others."""
+    batches: Iterator[Any] = iter([(inputs, (inputs, labels))])
+    # eval_batch adds each output to the training step's loss total unless it is cleared
+    # (DeepSpeed 0.19.8 resets it in train_batch only): logits + a scalar loss fails.
+    engine.total_loss = None
+    _, outputs = engine.eval_batch(
+        batches,
+        return_logits=True,
+        compute_loss=False,
+        reduce_output=None,  # no mean of logits over micro-batches and replicas
+        bcast_loss=False,
+        num_micro_batches=1,
+    )
+    return outputs if engine.is_last_stage() else None

