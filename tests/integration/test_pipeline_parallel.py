@@ -22,39 +22,11 @@ STEPS = 8
 # except that the tied embedding's gradient is the sum of two all-reduced halves; measured
 # differences are ~1e-7 relative.
 LOSS_RTOL = 1e-5
-WORDS = [
-    "the",
-    "film",
-    "is",
-    "a",
-    "quiet",
-    "and",
-    "moving",
-    "story",
-    "about",
-    "family",
-    "loss",
-    "and",
-    "hope",
-    "with",
-    "a",
-    "sharp",
-    "script",
-    "bright",
-    "cast",
-    "slow",
-    "pace",
-    "dull",
-    "ending",
-    "warm",
-    "humor",
-    "cold",
-    "heart",
-    "great",
-    "music",
-    "poor",
-    "light",
-]
+SENTENCE = (
+    "the film is a quiet and moving story about family loss and hope with a sharp script "
+    "bright cast slow pace dull ending warm humor cold heart great music poor light"
+)
+WORDS = SENTENCE.split()
 
 
 def text_split(path: Path, rows: int, seed: int) -> str:
