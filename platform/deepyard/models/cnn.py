@@ -31,11 +31,30 @@ class ResidualBlock(nn.Module):
         return torch.relu(self.body(x) + self.shortcut(x))
 
 
+class StagedCNN(nn.Sequential):
+    """The CNN as one sequence (its state_dict keys are a Sequential's), whose `layers()`
+    group it for pipeline stages: the stem, each residual block, the pooled head."""
+
+    def __init__(self, stem: list[nn.Module], blocks: list[nn.Module], head: list[nn.Module]):
+        super().__init__(*stem, *blocks, *head)
+        self.stem_size, self.head_size = len(stem), len(head)
+
+    def layers(self) -> list[nn.Module]:
+        items = list(self)
+        stem, head = items[: self.stem_size], items[len(items) - self.head_size :]
+        return [
+            nn.Sequential(*stem),
+            *items[self.stem_size : -self.head_size],
+            nn.Sequential(*head),
+        ]
+
+
 @register(
     "cnn",
     family="cnn",
     summary="Small ResNet-style CNN (residual stages, global average pooling)",
     example_job="jobs/examples/fashion_mnist_cnn.yaml",
+    pipeline=True,
 )
 def build_cnn(
     input_shape: tuple[int, ...],
@@ -47,20 +66,16 @@ def build_cnn(
     channels, _, _ = checks.image_input("cnn", input_shape)
     checks.positive("cnn", width=width, stages=stages)
     checks.dropout("cnn", dropout)
-    layers: list[nn.Module] = [
+    stem: list[nn.Module] = [
         nn.Conv2d(channels, width, 3, 1, 1, bias=False),
         nn.BatchNorm2d(width),
         nn.ReLU(inplace=True),
     ]
+    blocks: list[nn.Module] = []
     ch = width
     for stage in range(stages):
         out = width * 2**stage
-        layers.append(ResidualBlock(ch, out, stride=1 if stage == 0 else 2))
+        blocks.append(ResidualBlock(ch, out, stride=1 if stage == 0 else 2))
         ch = out
-    layers += [
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Dropout(dropout),
-        nn.Linear(ch, num_classes),
-    ]
-    return nn.Sequential(*layers)
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(ch, num_classes)]
+    return StagedCNN(stem, blocks, head)

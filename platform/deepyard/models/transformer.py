@@ -42,6 +42,51 @@ class TransformerClassifier(nn.Module):
         x = self.norm(self.encoder(x, src_key_padding_mask=~mask))
         return self.head(self.dropout(masked_mean(x, mask)))
 
+    def layers(self) -> list[nn.Module]:
+        """The network as a sequence for pipeline stages: the embedding, each encoder
+        layer, then norm + pooling + head. Between layers flows (hidden, ids): the ids
+        carry the padding to every stage (an integer tensor: no gradient to send back)."""
+        return [
+            _Embedding(self),
+            *(_EncoderLayer(layer, self.pad_id) for layer in self.encoder.layers),
+            _PooledHead(self),
+        ]
+
+
+Staged = tuple[torch.Tensor, torch.Tensor]  # (hidden states, token ids)
+
+
+class _Embedding(nn.Module):
+    def __init__(self, model: TransformerClassifier) -> None:
+        super().__init__()
+        self.embed, self.position, self.dropout = model.embed, model.position, model.dropout
+
+    def forward(self, ids: torch.Tensor) -> Staged:
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        return self.dropout(self.embed(ids) + self.position(positions)), ids
+
+
+class _EncoderLayer(nn.Module):
+    def __init__(self, layer: nn.Module, pad_id: int) -> None:
+        super().__init__()
+        self.layer, self.pad_id = layer, pad_id
+
+    def forward(self, staged: Staged) -> Staged:
+        x, ids = staged
+        return self.layer(x, src_key_padding_mask=ids == self.pad_id), ids
+
+
+class _PooledHead(nn.Module):
+    def __init__(self, model: TransformerClassifier) -> None:
+        super().__init__()
+        self.norm, self.dropout, self.head = model.norm, model.dropout, model.head
+        self.pad_id = model.pad_id
+
+    def forward(self, staged: Staged) -> torch.Tensor:
+        x, ids = staged
+        pooled = masked_mean(self.norm(x), ids != self.pad_id)
+        return self.head(self.dropout(pooled))  # type: ignore[no-any-return]
+
 
 @register(
     "transformer",
@@ -51,6 +96,7 @@ class TransformerClassifier(nn.Module):
     inputs="tokens",
     default_input_shape=(64,),
     default_num_classes=2,
+    pipeline=True,
 )
 def build_transformer(
     input_shape: tuple[int, ...],
