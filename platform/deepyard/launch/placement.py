@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 
+from deepyard.errors import SpecError
 from deepyard.spec import ResourcesSpec
 from deepyard.train.dist import WorkerContext
 
@@ -59,6 +60,29 @@ def contexts(addresses: list[Address]) -> list[WorkerContext]:
             )
         )
     return out
+
+
+def tensor_group_order(addresses: list[Address], tensor: int) -> list[int]:
+    """The workers in rank order such that each tensor-parallel group (`tensor`
+    consecutive ranks: its all-reduces run at every layer, and want NVLink, not the
+    network) sits on one node: workers grouped node by node, in order of first arrival.
+    Raises SpecError if some node holds a number of workers that `tensor` does not
+    divide. Without tensor parallelism: the order Ray placed them in."""
+    if tensor == 1:
+        return list(range(len(addresses)))
+    by_node: dict[str, list[int]] = collections.defaultdict(list)
+    for index, address in enumerate(addresses):
+        by_node[address.node_id].append(index)
+    split = {node: len(found) for node, found in by_node.items() if len(found) % tensor}
+    if split:
+        landed = ", ".join(f"{len(found)} on {node[:12]}" for node, found in by_node.items())
+        raise SpecError(
+            f"parallelism.tensor={tensor} keeps each group of {tensor} ranks on one node, but "
+            f"the gang landed {landed}; use resources.placement: STRICT_PACK (one node), or "
+            f"make every node hold a multiple of {tensor} workers (e.g. nodes of "
+            f"{tensor} x gpus_per_worker GPUs)"
+        )
+    return [index for found in by_node.values() for index in found]
 
 
 def _device_order(device: str) -> tuple[int, str]:

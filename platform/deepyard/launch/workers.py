@@ -33,6 +33,7 @@ from deepyard.launch.placement import (
     contexts,
     fits,
     node_label,
+    tensor_group_order,
     waiting_message,
 )
 from deepyard.spec import JobSpec, ResourcesSpec
@@ -189,6 +190,10 @@ class WorkerGroup:
 
     def run(self, sources: Sources, plan: AttemptPlan, poll_s: float = 0.25) -> dict[str, Any]:
         addresses: list[Address] = ray.get([a.address.remote() for a in self.actors])
+        # Rank order: each tensor-parallel group on one node (a no-op without one).
+        order = tensor_group_order(addresses, self.spec.parallelism.tensor)
+        self.actors = [self.actors[index] for index in order]
+        addresses = [addresses[index] for index in order]
         self.pids = [a.pid for a in addresses]
         self.on_event({"type": "phase", "name": "workers_started", "t": time.time()})
         self.on_event(

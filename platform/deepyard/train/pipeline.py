@@ -61,7 +61,9 @@ def build_module(model: nn.Module, spec: Any, task: Task, pad_id: int | None) ->
         return task.loss(outputs, inputs, labels, **pad_argument(pad_id))
 
     printed = io.StringIO()  # DeepSpeed prints its stage table; `stages` reports it
-    with contextlib.redirect_stdout(printed):
+    # no_grad: DeepSpeed broadcasts the tied weights in place at construction, which
+    # autograd would otherwise record into the weights' graph.
+    with contextlib.redirect_stdout(printed), torch.no_grad():
         module = PipelineModule(
             layers=stage_specs(layers),
             num_stages=spec.parallelism.pipeline,

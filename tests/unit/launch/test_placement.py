@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from deepyard.launch.placement import Address, contexts, fits, waiting_message
+from deepyard.errors import SpecError
+from deepyard.launch.placement import (
+    Address,
+    contexts,
+    fits,
+    tensor_group_order,
+    waiting_message,
+)
 from deepyard.spec import ResourcesSpec
 
 
@@ -86,3 +93,26 @@ def test_a_bundle_must_fit_whole_on_one_node() -> None:
     res = ResourcesSpec(num_workers=1, cpus_per_worker=1, custom={"fake_gpu": 2})
     assert not fits(res, [{"CPU": 4, "fake_gpu": 1}, {"CPU": 4, "fake_gpu": 1}])
     assert fits(res, [{"CPU": 1, "fake_gpu": 2}])
+
+
+def _landed(*nodes: str) -> list[Address]:
+    return [Address("10.0.0.1", 1000 + i, 100 + i, node) for i, node in enumerate(nodes)]
+
+
+def test_tensor_groups_are_ranked_node_by_node() -> None:
+    # Ray placed the gang interleaved over two nodes: a, b, a, b.
+    order = tensor_group_order(_landed("a", "b", "a", "b"), tensor=2)
+    assert order == [0, 2, 1, 3]  # ranks 0-1 on node a, ranks 2-3 on node b
+
+
+def test_without_tensor_parallelism_the_placement_order_stands() -> None:
+    assert tensor_group_order(_landed("a", "b", "a", "b"), tensor=1) == [0, 1, 2, 3]
+
+
+def test_a_tensor_group_split_over_nodes_is_refused_with_the_fix() -> None:
+    with pytest.raises(SpecError) as info:
+        tensor_group_order(_landed("a", "a", "a", "b"), tensor=2)
+    message = str(info.value)
+    assert "parallelism.tensor=2 keeps each group of 2 ranks on one node" in message
+    assert "3 on a, 1 on b" in message
+    assert "STRICT_PACK" in message
