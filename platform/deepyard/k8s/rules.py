@@ -6,10 +6,16 @@ TrainJob with the words the CLI uses. tests/unit/k8s/test_crd.py breaks each rul
 purpose and compares the two messages. Rules sit on the section they check, so the API
 server names that section (`spec.training: Invalid value: ...: <message>`).
 
-Registry lookups (model, dataset and engine names) are generated in `rules_registry`.
-What CEL cannot see stays with pydantic, which the operator runs on every TrainJob before
-it makes anything: model arguments (each builder's signature), the `deepspeed:` block
-(free-form), the tokenizer file, blank custom resource names.
+Registry lookups (model, dataset and engine names, which models pipeline stages can cut)
+are generated in `rules_registry`. What CEL cannot see stays with pydantic, which the
+operator runs on every TrainJob before it makes anything: model arguments (each builder's
+signature), how many layers those arguments give pipeline stages to cut (the model is
+built), the `deepspeed:` block (free-form), the tokenizer file, blank custom resource names.
+
+Where the CLI stops at its first problem, the API server reports every rule that fails; a
+rule whose check the CLI makes only after others pass (the data-parallel batch split, the
+tensor not-yet rule, the model's stages) is guarded by those, so it never adds a message
+about a layout the CLI would have refused first.
 """
 
 from __future__ import annotations
@@ -27,8 +33,39 @@ WORKERS = (
 ACCUMULATION = (
     "(has(self.training.gradient_accumulation) ? self.training.gradient_accumulation : 1)"
 )
-SPLIT = f"({WORKERS} * {ACCUMULATION})"
+
+
+# The layout (spec.parallelism.check_layout): integers only, so each rule costs a constant.
+def _parallelism(field: str, default: int) -> str:
+    return (
+        f"(has(self.parallelism) && has(self.parallelism.{field}) ? "
+        f"self.parallelism.{field} : {default})"
+    )
+
+
+PIPELINE, TENSOR, ZERO = (
+    _parallelism("pipeline", 1),
+    _parallelism("tensor", 1),
+    _parallelism("zero_stage", 0),
+)
+MODEL_PARALLEL = f"({PIPELINE} * {TENSOR})"
+NO_DATA = "(!has(self.parallelism) || !has(self.parallelism.data))"
+DATA_WORKERS = f"(self.parallelism.data * {MODEL_PARALLEL})"
+LAYOUT_FITS = f"({NO_DATA} ? {WORKERS} % {MODEL_PARALLEL} == 0 : {DATA_WORKERS} == {WORKERS})"
+A_LAYOUT = f"', or parallelism to a layout of ' + string({WORKERS}) + ' workers'"
+REPLICAS = f"({WORKERS} / {MODEL_PARALLEL})"  # data-parallel replicas, once the layout fits
+REPLICAS_ARE = (  # JobSpec._replicas_are
+    f"({MODEL_PARALLEL} == 1 ? 'resources.num_workers (' + string({WORKERS}) + ')' : "
+    f"'the ' + string({REPLICAS}) + ' data-parallel replicas (resources.num_workers ' + "
+    f"string({WORKERS}) + ' / (parallelism.pipeline ' + string({PIPELINE}) + ' x tensor ' + "
+    f"string({TENSOR}) + '))')"
+)
+SPLIT = f"({REPLICAS} * {ACCUMULATION})"
 GBS = "self.data.global_batch_size"
+# The section's own rules (ParallelismSpec._consistent), on `.parallelism`.
+SECTION_PIPELINE = "(has(self.pipeline) ? self.pipeline : 1)"
+SECTION_TENSOR = "(has(self.tensor) ? self.tensor : 1)"
+SECTION_ZERO = "(has(self.zero_stage) ? self.zero_stage : 0)"
 CHECKPOINT_FIELDS = ("async", "keep_best", "keep_last", "uri")  # sorted, as pydantic reports
 CHECKPOINT_ON = "(has(self.every_steps) || has(self.every_minutes))"
 MAX_FAULTS = 16  # the CRD's maxItems on faults (crd._bound): the index list below
@@ -61,13 +98,34 @@ def _first_set(fields: tuple[str, ...]) -> str:
     return chain
 
 
+TENSOR_NOT_YET = rule(  # spec.parallelism._check_tensor: delete when tensor parallelism lands
+    f"{TENSOR} == 1 || !{LAYOUT_FITS} || {ZERO} > 2 || {PIPELINE} > 1",
+    expr=f"'parallelism.tensor=' + string(self.parallelism.tensor) + ' {NOT_YET}; use 1'",
+)
+"""Only where the CLI gets that far: past the section's rules and a layout that fits."""
+
 JOB_RULES: Rules = {
     (): [
         rule(
-            f"!has(self.data.global_batch_size) || {GBS} % {SPLIT} == 0",
+            f"{NO_DATA} || {DATA_WORKERS} == {WORKERS}",
+            expr=f"'parallelism.data ' + string(self.parallelism.data) + ' x pipeline ' + "
+            f"string({PIPELINE}) + ' x tensor ' + string({TENSOR}) + ' = ' + "
+            f"string({DATA_WORKERS}) + ' workers, but resources.num_workers=' + "
+            f"string({WORKERS}) + '; set num_workers: ' + string({DATA_WORKERS}) + {A_LAYOUT}",
+        ),
+        rule(
+            f"!{NO_DATA} || {WORKERS} % {MODEL_PARALLEL} == 0",
+            expr=f"'parallelism.pipeline ' + string({PIPELINE}) + ' x tensor ' + "
+            f"string({TENSOR}) + ' = ' + string({MODEL_PARALLEL}) + ' does not divide "
+            f"resources.num_workers=' + string({WORKERS}) + '; set num_workers: ' + "
+            f"string(({WORKERS} / {MODEL_PARALLEL} + 1) * {MODEL_PARALLEL}) + {A_LAYOUT}",
+        ),
+        TENSOR_NOT_YET,
+        rule(  # the CLI divides only a layout that fits (and says so first)
+            f"!has(self.data.global_batch_size) || !{LAYOUT_FITS} || {GBS} % {SPLIT} == 0",
             expr=(
-                f"'data.global_batch_size=' + string({GBS}) + ' is not divisible by "
-                f"resources.num_workers (' + string({WORKERS}) + ') x "
+                f"'data.global_batch_size=' + string({GBS}) + ' is not divisible by ' + "
+                f"{REPLICAS_ARE} + ' x "
                 f"training.gradient_accumulation (' + string({ACCUMULATION}) + ') = ' + "
                 f"string({SPLIT}) + '; use ' + string({GBS} - {GBS} % {SPLIT} < {SPLIT} ? "
                 f"{SPLIT} : {GBS} - {GBS} % {SPLIT}) + ' or ' + string(({GBS} - {GBS} % {SPLIT} "
@@ -182,12 +240,23 @@ JOB_RULES: Rules = {
             "parallelism.offload_optimizer needs zero_stage 1, 2 or 3; "
             "set parallelism.zero_stage: 2",
         ),
-        *(
-            rule(
-                f"!has(self.{field}) || self.{field} == 1",
-                expr=f"'parallelism.{field}=' + string(self.{field}) + ' {NOT_YET}; use 1'",
-            )
-            for field in ("pipeline", "tensor")
+        rule(
+            f"{SECTION_PIPELINE} == 1 || {SECTION_ZERO} < 2",
+            expr="'parallelism.zero_stage=' + string(self.zero_stage) + ' with pipeline=' + "
+            "string(self.pipeline) + \": DeepSpeed's pipeline engine shards optimizer state "
+            'only (ZeRO stage 0 or 1); set zero_stage: 1"',
+        ),
+        rule(
+            f"{SECTION_TENSOR} == 1 || {SECTION_ZERO} < 3",
+            expr="'parallelism.zero_stage=' + string(self.zero_stage) + ' with tensor=' + "
+            "string(self.tensor) + \": DeepSpeed's AutoTP training runs with ZeRO stage 0, 1 "
+            'or 2; set zero_stage: 2"',
+        ),
+        rule(
+            f"{SECTION_PIPELINE} == 1 || {SECTION_TENSOR} == 1",
+            expr="'parallelism.pipeline=' + string(self.pipeline) + ' together with tensor=' + "
+            f"string(self.tensor) + \" {NOT_YET} (AutoTP's groups do not yet run inside a "
+            'PipelineModule); keep one of them at 1"',
         ),
     ],
     ("checkpoint",): [
