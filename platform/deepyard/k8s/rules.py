@@ -52,16 +52,11 @@ MODEL_PARALLEL = f"({PIPELINE} * {TENSOR})"
 NO_DATA = "(!has(self.parallelism) || !has(self.parallelism.data))"
 DATA_WORKERS = f"(self.parallelism.data * {MODEL_PARALLEL})"
 LAYOUT_FITS = f"({NO_DATA} ? {WORKERS} % {MODEL_PARALLEL} == 0 : {DATA_WORKERS} == {WORKERS})"
-A_LAYOUT = f"', or parallelism to a layout of ' + string({WORKERS}) + ' workers'"
+A_LAYOUT = "or parallelism to a layout of %d workers"
 REPLICAS = f"({WORKERS} / {MODEL_PARALLEL})"  # data-parallel replicas, once the layout fits
-REPLICAS_ARE = (  # JobSpec._replicas_are
-    f"({MODEL_PARALLEL} == 1 ? 'resources.num_workers (' + string({WORKERS}) + ')' : "
-    f"'the ' + string({REPLICAS}) + ' data-parallel replicas (resources.num_workers ' + "
-    f"string({WORKERS}) + ' / (parallelism.pipeline ' + string({PIPELINE}) + ' x tensor ' + "
-    f"string({TENSOR}) + '))')"
-)
 SPLIT = f"({REPLICAS} * {ACCUMULATION})"
 GBS = "self.data.global_batch_size"
+LOWER = f"({GBS} - {GBS} % {SPLIT} < {SPLIT} ? {SPLIT} : {GBS} - {GBS} % {SPLIT})"
 # The section's own rules (ParallelismSpec._consistent), on `.parallelism`.
 SECTION_PIPELINE = "(has(self.pipeline) ? self.pipeline : 1)"
 SECTION_TENSOR = "(has(self.tensor) ? self.tensor : 1)"
@@ -86,6 +81,16 @@ def rule(expression: str, message: str | None = None, expr: str | None = None) -
     return entry
 
 
+def cel_format(template: str, *args: str) -> str:
+    """A message built by one `format()` call: printf-style `template` (%d, %s), `args` all of
+    one type (the API server refuses a mixed list literal). The API server estimates the size
+    of `string(x)`, and of a `format()` result, as unbounded, so concatenating either with `+`
+    makes it refuse the whole CRD ("estimated messageExpression cost exceeds budget"); a single
+    `format()` of a literal list costs a constant."""
+    literal = template.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{literal}".format([{", ".join(args)}])'
+
+
 def quoted(field: str) -> str:
     """CEL for Python's repr of a string field: 'value'."""
     return f'"\'" + {field} + "\'"'
@@ -98,9 +103,35 @@ def _first_set(fields: tuple[str, ...]) -> str:
     return chain
 
 
+def _batch_split(replicas_are: str, *replicas: str) -> str:
+    """JobSpec._batch_fits_workers' message, with `replicas_are` (JobSpec._replicas_are)."""
+    return cel_format(
+        f"data.global_batch_size=%d is not divisible by {replicas_are} x "
+        "training.gradient_accumulation (%d) = %d; use %d or %d",
+        GBS,
+        *replicas,
+        ACCUMULATION,
+        SPLIT,
+        LOWER,
+        f"{LOWER} + {SPLIT}",
+    )
+
+
+BATCH_SPLIT = (
+    f"{MODEL_PARALLEL} == 1 ? {_batch_split('resources.num_workers (%d)', WORKERS)} : "
+    + _batch_split(
+        "the %d data-parallel replicas (resources.num_workers %d / (parallelism.pipeline %d x "
+        "tensor %d))",
+        REPLICAS,
+        WORKERS,
+        PIPELINE,
+        TENSOR,
+    )
+)
+
 TENSOR_NOT_YET = rule(  # spec.parallelism._check_tensor: delete when tensor parallelism lands
     f"{TENSOR} == 1 || !{LAYOUT_FITS} || {ZERO} > 2 || {PIPELINE} > 1",
-    expr=f"'parallelism.tensor=' + string(self.parallelism.tensor) + ' {NOT_YET}; use 1'",
+    expr=cel_format(f"parallelism.tensor=%d {NOT_YET}; use 1", "self.parallelism.tensor"),
 )
 """Only where the CLI gets that far: past the section's rules and a layout that fits."""
 
@@ -108,29 +139,35 @@ JOB_RULES: Rules = {
     (): [
         rule(
             f"{NO_DATA} || {DATA_WORKERS} == {WORKERS}",
-            expr=f"'parallelism.data ' + string(self.parallelism.data) + ' x pipeline ' + "
-            f"string({PIPELINE}) + ' x tensor ' + string({TENSOR}) + ' = ' + "
-            f"string({DATA_WORKERS}) + ' workers, but resources.num_workers=' + "
-            f"string({WORKERS}) + '; set num_workers: ' + string({DATA_WORKERS}) + {A_LAYOUT}",
+            expr=cel_format(
+                "parallelism.data %d x pipeline %d x tensor %d = %d workers, but "
+                f"resources.num_workers=%d; set num_workers: %d, {A_LAYOUT}",
+                "self.parallelism.data",
+                PIPELINE,
+                TENSOR,
+                DATA_WORKERS,
+                WORKERS,
+                DATA_WORKERS,
+                WORKERS,
+            ),
         ),
         rule(
             f"!{NO_DATA} || {WORKERS} % {MODEL_PARALLEL} == 0",
-            expr=f"'parallelism.pipeline ' + string({PIPELINE}) + ' x tensor ' + "
-            f"string({TENSOR}) + ' = ' + string({MODEL_PARALLEL}) + ' does not divide "
-            f"resources.num_workers=' + string({WORKERS}) + '; set num_workers: ' + "
-            f"string(({WORKERS} / {MODEL_PARALLEL} + 1) * {MODEL_PARALLEL}) + {A_LAYOUT}",
+            expr=cel_format(
+                "parallelism.pipeline %d x tensor %d = %d does not divide "
+                f"resources.num_workers=%d; set num_workers: %d, {A_LAYOUT}",
+                PIPELINE,
+                TENSOR,
+                MODEL_PARALLEL,
+                WORKERS,
+                f"({WORKERS} / {MODEL_PARALLEL} + 1) * {MODEL_PARALLEL}",
+                WORKERS,
+            ),
         ),
         TENSOR_NOT_YET,
         rule(  # the CLI divides only a layout that fits (and says so first)
             f"!has(self.data.global_batch_size) || !{LAYOUT_FITS} || {GBS} % {SPLIT} == 0",
-            expr=(
-                f"'data.global_batch_size=' + string({GBS}) + ' is not divisible by ' + "
-                f"{REPLICAS_ARE} + ' x "
-                f"training.gradient_accumulation (' + string({ACCUMULATION}) + ') = ' + "
-                f"string({SPLIT}) + '; use ' + string({GBS} - {GBS} % {SPLIT} < {SPLIT} ? "
-                f"{SPLIT} : {GBS} - {GBS} % {SPLIT}) + ' or ' + string(({GBS} - {GBS} % {SPLIT} "
-                f"< {SPLIT} ? {SPLIT} : {GBS} - {GBS} % {SPLIT}) + {SPLIT})"
-            ),
+            expr=BATCH_SPLIT,
         ),
         rule(
             "!has(self.checkpoint) || !has(self.checkpoint.keep_best) || "
@@ -143,10 +180,13 @@ JOB_RULES: Rules = {
         ),
         rule(
             f"!has(self.faults) || self.faults.all(f, !has(f.rank) || f.rank < {WORKERS})",
-            expr=f"'faults[' + string({BAD_FAULT}) + '].rank=' + "
-            f"string(self.faults[{BAD_FAULT}].rank) + ' is not a worker of "
-            f"resources.num_workers=' + string({WORKERS}) + '; use 0 to ' + "
-            f"string({WORKERS} - 1)",
+            expr=cel_format(
+                "faults[%d].rank=%d is not a worker of resources.num_workers=%d; use 0 to %d",
+                BAD_FAULT,
+                f"self.faults[{BAD_FAULT}].rank",
+                WORKERS,
+                f"{WORKERS} - 1",
+            ),
         ),
     ],
     ("training",): [
@@ -222,17 +262,24 @@ JOB_RULES: Rules = {
         ),
         rule(  # cost: at most crd._bound's 32 entries
             "self.all(k, double(self[k]) > 0.0)",
-            expr=f"'resources.custom.' + {NOT_POSITIVE} + '=' + string(self[{NOT_POSITIVE}]) + "
-            "': an amount must be above 0; remove the entry if the workers do not need it'",
+            expr=cel_format(
+                "resources.custom.%s=%s: an amount must be above 0; remove the entry if the "
+                "workers do not need it",
+                NOT_POSITIVE,
+                f"string(self[{NOT_POSITIVE}])",
+            ),
         ),
     ],
     ("parallelism",): [
         rule(
             "!has(self.offload_params) || self.offload_params == 'none' || "
             "(has(self.zero_stage) && self.zero_stage == 3)",
-            expr="'parallelism.offload_params=' + self.offload_params + ' needs zero_stage 3 "
-            "(got ' + string(has(self.zero_stage) ? self.zero_stage : 0) + '); "
-            "set parallelism.zero_stage: 3 or offload_params: none'",
+            expr=cel_format(
+                "parallelism.offload_params=%s needs zero_stage 3 (got %s); "
+                "set parallelism.zero_stage: 3 or offload_params: none",
+                "self.offload_params",
+                f"string({SECTION_ZERO})",
+            ),
         ),
         rule(
             "!has(self.offload_optimizer) || self.offload_optimizer == 'none' || "
@@ -242,21 +289,30 @@ JOB_RULES: Rules = {
         ),
         rule(
             f"{SECTION_PIPELINE} == 1 || {SECTION_ZERO} < 2",
-            expr="'parallelism.zero_stage=' + string(self.zero_stage) + ' with pipeline=' + "
-            "string(self.pipeline) + \": DeepSpeed's pipeline engine shards optimizer state "
-            'only (ZeRO stage 0 or 1); set zero_stage: 1"',
+            expr=cel_format(
+                "parallelism.zero_stage=%d with pipeline=%d: DeepSpeed's pipeline engine "
+                "shards optimizer state only (ZeRO stage 0 or 1); set zero_stage: 1",
+                "self.zero_stage",
+                "self.pipeline",
+            ),
         ),
         rule(
             f"{SECTION_TENSOR} == 1 || {SECTION_ZERO} < 3",
-            expr="'parallelism.zero_stage=' + string(self.zero_stage) + ' with tensor=' + "
-            "string(self.tensor) + \": DeepSpeed's AutoTP training runs with ZeRO stage 0, 1 "
-            'or 2; set zero_stage: 2"',
+            expr=cel_format(
+                "parallelism.zero_stage=%d with tensor=%d: DeepSpeed's AutoTP training runs "
+                "with ZeRO stage 0, 1 or 2; set zero_stage: 2",
+                "self.zero_stage",
+                "self.tensor",
+            ),
         ),
         rule(
             f"{SECTION_PIPELINE} == 1 || {SECTION_TENSOR} == 1",
-            expr="'parallelism.pipeline=' + string(self.pipeline) + ' together with tensor=' + "
-            f"string(self.tensor) + \" {NOT_YET} (AutoTP's groups do not yet run inside a "
-            'PipelineModule); keep one of them at 1"',
+            expr=cel_format(
+                f"parallelism.pipeline=%d together with tensor=%d {NOT_YET} (AutoTP's groups "
+                "do not yet run inside a PipelineModule); keep one of them at 1",
+                "self.pipeline",
+                "self.tensor",
+            ),
         ),
     ],
     ("checkpoint",): [

@@ -16,7 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from deepyard.k8s.rules import LAYOUT_FITS, PIPELINE, TENSOR, ZERO, Rules, quoted, rule
+from deepyard.k8s.rules import (
+    LAYOUT_FITS,
+    PIPELINE,
+    TENSOR,
+    ZERO,
+    Rules,
+    cel_format,
+    quoted,
+    rule,
+)
 from deepyard.spec.job import NOT_YET
 from deepyard.spec.window import EXAMPLE as WINDOW_EXAMPLE
 
@@ -83,16 +92,25 @@ def _model_has_stages() -> dict:
     staged = [n for n in names if registry.get(n).pipeline]
     engines = {n: registry.get(n).task for n in names if not info(registry.get(n).task).pipeline}
     tasks = "{" + ", ".join(f"'{n}': '{task}'" for n, task in engines.items()) + "}"
-    name, stages = quoted("self.model.name"), f"string({PIPELINE})"
+    stages, name = f"string({PIPELINE})", "self.model.name"
+    several = cel_format(
+        "parallelism.pipeline=%s: model '%s' trains as a %s task, which runs several engines "
+        "and cannot be cut into pipeline stages; set pipeline: 1",
+        stages,
+        name,
+        f"{tasks}[{name}]",
+    )
+    flat = cel_format(
+        "parallelism.pipeline=%s: model '%s' does not expose its layers as a sequence; set "
+        f"pipeline: 1, or use a model that does: {', '.join(staged)}",
+        stages,
+        name,
+    )
     return rule(
         f"{PIPELINE} == 1 || {ZERO} > 1 || {TENSOR} > 1 || !{LAYOUT_FITS} || "
-        f"!(self.model.name in {_cel_list(names)}) || "
-        f"(self.model.name in {_cel_list(staged)} && !(self.model.name in {_cel_list(engines)}))",
-        expr=f"'parallelism.pipeline=' + {stages} + ': model ' + {name} + "
-        f"(self.model.name in {_cel_list(engines)} ? ' trains as a ' + "
-        f"{tasks}[self.model.name] + ' task, which runs several engines and cannot be cut "
-        "into pipeline stages; set pipeline: 1' : ' does not expose its layers as a "
-        f"sequence; set pipeline: 1, or use a model that does: {', '.join(staged)}')",
+        f"!({name} in {_cel_list(names)}) || "
+        f"({name} in {_cel_list(staged)} && !({name} in {_cel_list(engines)}))",
+        expr=f"{name} in {_cel_list(engines)} ? {several} : {flat}",
     )
 
 

@@ -295,3 +295,29 @@ def test_tensor_rules_stand_without_the_not_yet_rule() -> None:
         changed(tensor, "parallelism.zero_stage", 3),
     ):
         assert k8s_schema.problems(broken, definition) == api_server(broken) != []
+
+
+def _unbounded(tree: Any) -> bool:
+    """Whether a CEL subtree holds a string whose size the API server cannot bound: a
+    string() conversion or a format() result."""
+    return any(
+        (node.data == "ident_arg" and str(node.children[0]) == "string")
+        or (node.data == "member_dot_arg" and str(node.children[1]) == "format")
+        for node in tree.iter_subtrees()
+    )
+
+
+@pytest.mark.parametrize("definition", [TRAINJOB_CRD, SWEEP_CRD], ids=[TRAINJOB, SWEEP])
+def test_no_message_concatenates_a_string_of_unbounded_size(definition) -> None:
+    """A real API server refuses the whole CRD when a messageExpression joins string(x) with
+    `+` ("estimated messageExpression cost exceeds budget by factor of more than 100x"):
+    such values go through one format() call instead (rules.cel_format)."""
+    schema = k8s_schema.version_schema(definition, "v1alpha1")
+    messages = [m for m in _rules(schema) if "format(" in m or "string(" in m]
+    assert len(messages) >= 10
+    for message in messages:
+        tree = celpy.Environment().compile(message)
+        for node in tree.iter_subtrees():
+            if node.data == "addition" and node.children[0].data == "addition_add":
+                operands = (node.children[0].children[0], node.children[1])
+                assert not any(_unbounded(o) for o in operands), message
