@@ -1,10 +1,11 @@
 """The job spec's cross-field rules as CEL, for the CRDs' `x-kubernetes-validations`.
 
 Each rule repeats one pydantic validator of `deepyard.spec` with the same message (a
-`messageExpression` where the message quotes values), so the API server refuses an invalid
-TrainJob with the words the CLI uses. tests/unit/k8s/test_crd.py breaks each rule on
-purpose and compares the two messages. Rules sit on the section they check, so the API
-server names that section (`spec.training: Invalid value: ...: <message>`).
+`messageExpression` where the message quotes values: numbers through one `format()` call,
+see `cel_format`), so the API server refuses an invalid TrainJob with the words the CLI
+uses. tests/unit/k8s/test_crd.py breaks each rule on purpose and compares the two messages.
+Rules sit on the section they check, so the API server names that section
+(`spec.training: Invalid value: ...: <message>`).
 
 Registry lookups (model, dataset and engine names, which models pipeline stages can cut)
 are generated in `rules_registry`. What CEL cannot see stays with pydantic, which the
