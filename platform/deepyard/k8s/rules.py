@@ -1,15 +1,22 @@
 """The job spec's cross-field rules as CEL, for the CRDs' `x-kubernetes-validations`.
 
 Each rule repeats one pydantic validator of `deepyard.spec` with the same message (a
-`messageExpression` where the message quotes values), so the API server refuses an invalid
-TrainJob with the words the CLI uses. tests/unit/k8s/test_crd.py breaks each rule on
-purpose and compares the two messages. Rules sit on the section they check, so the API
-server names that section (`spec.training: Invalid value: ...: <message>`).
+`messageExpression` where the message quotes values: numbers through one `format()` call,
+see `cel_format`), so the API server refuses an invalid TrainJob with the words the CLI
+uses. tests/unit/k8s/test_crd.py breaks each rule on purpose and compares the two messages.
+Rules sit on the section they check, so the API server names that section
+(`spec.training: Invalid value: ...: <message>`).
 
-Registry lookups (model, dataset and engine names) are generated in `rules_registry`.
-What CEL cannot see stays with pydantic, which the operator runs on every TrainJob before
-it makes anything: model arguments (each builder's signature), the `deepspeed:` block
-(free-form), the tokenizer file, blank custom resource names.
+Registry lookups (model, dataset and engine names, which models pipeline stages can cut)
+are generated in `rules_registry`. What CEL cannot see stays with pydantic, which the
+operator runs on every TrainJob before it makes anything: model arguments (each builder's
+signature), how many layers those arguments give pipeline stages to cut (the model is
+built), the `deepspeed:` block (free-form), the tokenizer file, blank custom resource names.
+
+Where the CLI stops at its first problem, the API server reports every rule that fails; a
+rule whose check the CLI makes only after others pass (the data-parallel batch split, the
+tensor not-yet rule, the model's stages) is guarded by those, so it never adds a message
+about a layout the CLI would have refused first.
 """
 
 from __future__ import annotations
@@ -27,8 +34,34 @@ WORKERS = (
 ACCUMULATION = (
     "(has(self.training.gradient_accumulation) ? self.training.gradient_accumulation : 1)"
 )
-SPLIT = f"({WORKERS} * {ACCUMULATION})"
+
+
+# The layout (spec.parallelism.check_layout): integers only, so each rule costs a constant.
+def _parallelism(field: str, default: int) -> str:
+    return (
+        f"(has(self.parallelism) && has(self.parallelism.{field}) ? "
+        f"self.parallelism.{field} : {default})"
+    )
+
+
+PIPELINE, TENSOR, ZERO = (
+    _parallelism("pipeline", 1),
+    _parallelism("tensor", 1),
+    _parallelism("zero_stage", 0),
+)
+MODEL_PARALLEL = f"({PIPELINE} * {TENSOR})"
+NO_DATA = "(!has(self.parallelism) || !has(self.parallelism.data))"
+DATA_WORKERS = f"(self.parallelism.data * {MODEL_PARALLEL})"
+LAYOUT_FITS = f"({NO_DATA} ? {WORKERS} % {MODEL_PARALLEL} == 0 : {DATA_WORKERS} == {WORKERS})"
+A_LAYOUT = "or parallelism to a layout of %d workers"
+REPLICAS = f"({WORKERS} / {MODEL_PARALLEL})"  # data-parallel replicas, once the layout fits
+SPLIT = f"({REPLICAS} * {ACCUMULATION})"
 GBS = "self.data.global_batch_size"
+LOWER = f"({GBS} - {GBS} % {SPLIT} < {SPLIT} ? {SPLIT} : {GBS} - {GBS} % {SPLIT})"
+# The section's own rules (ParallelismSpec._consistent), on `.parallelism`.
+SECTION_PIPELINE = "(has(self.pipeline) ? self.pipeline : 1)"
+SECTION_TENSOR = "(has(self.tensor) ? self.tensor : 1)"
+SECTION_ZERO = "(has(self.zero_stage) ? self.zero_stage : 0)"
 CHECKPOINT_FIELDS = ("async", "keep_best", "keep_last", "uri")  # sorted, as pydantic reports
 CHECKPOINT_ON = "(has(self.every_steps) || has(self.every_minutes))"
 MAX_FAULTS = 16  # the CRD's maxItems on faults (crd._bound): the index list below
@@ -49,6 +82,16 @@ def rule(expression: str, message: str | None = None, expr: str | None = None) -
     return entry
 
 
+def cel_format(template: str, *args: str) -> str:
+    """A message built by one `format()` call: printf-style `template` (%d, %s), `args` all of
+    one type (the API server refuses a mixed list literal). The API server estimates the size
+    of `string(x)`, and of a `format()` result, as unbounded, so concatenating either with `+`
+    makes it refuse the whole CRD ("estimated messageExpression cost exceeds budget"); a single
+    `format()` of a literal list costs a constant."""
+    literal = template.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{literal}".format([{", ".join(args)}])'
+
+
 def quoted(field: str) -> str:
     """CEL for Python's repr of a string field: 'value'."""
     return f'"\'" + {field} + "\'"'
@@ -61,18 +104,71 @@ def _first_set(fields: tuple[str, ...]) -> str:
     return chain
 
 
+def _batch_split(replicas_are: str, *replicas: str) -> str:
+    """JobSpec._batch_fits_workers' message, with `replicas_are` (JobSpec._replicas_are)."""
+    return cel_format(
+        f"data.global_batch_size=%d is not divisible by {replicas_are} x "
+        "training.gradient_accumulation (%d) = %d; use %d or %d",
+        GBS,
+        *replicas,
+        ACCUMULATION,
+        SPLIT,
+        LOWER,
+        f"{LOWER} + {SPLIT}",
+    )
+
+
+BATCH_SPLIT = (
+    f"{MODEL_PARALLEL} == 1 ? {_batch_split('resources.num_workers (%d)', WORKERS)} : "
+    + _batch_split(
+        "the %d data-parallel replicas (resources.num_workers %d / (parallelism.pipeline %d x "
+        "tensor %d))",
+        REPLICAS,
+        WORKERS,
+        PIPELINE,
+        TENSOR,
+    )
+)
+
+TENSOR_NOT_YET = rule(  # spec.parallelism._check_tensor: delete when tensor parallelism lands
+    f"{TENSOR} == 1 || !{LAYOUT_FITS} || {ZERO} > 2 || {PIPELINE} > 1",
+    expr=cel_format(f"parallelism.tensor=%d {NOT_YET}; use 1", "self.parallelism.tensor"),
+)
+"""Only where the CLI gets that far: past the section's rules and a layout that fits."""
+
 JOB_RULES: Rules = {
     (): [
         rule(
-            f"!has(self.data.global_batch_size) || {GBS} % {SPLIT} == 0",
-            expr=(
-                f"'data.global_batch_size=' + string({GBS}) + ' is not divisible by "
-                f"resources.num_workers (' + string({WORKERS}) + ') x "
-                f"training.gradient_accumulation (' + string({ACCUMULATION}) + ') = ' + "
-                f"string({SPLIT}) + '; use ' + string({GBS} - {GBS} % {SPLIT} < {SPLIT} ? "
-                f"{SPLIT} : {GBS} - {GBS} % {SPLIT}) + ' or ' + string(({GBS} - {GBS} % {SPLIT} "
-                f"< {SPLIT} ? {SPLIT} : {GBS} - {GBS} % {SPLIT}) + {SPLIT})"
+            f"{NO_DATA} || {DATA_WORKERS} == {WORKERS}",
+            expr=cel_format(
+                "parallelism.data %d x pipeline %d x tensor %d = %d workers, but "
+                f"resources.num_workers=%d; set num_workers: %d, {A_LAYOUT}",
+                "self.parallelism.data",
+                PIPELINE,
+                TENSOR,
+                DATA_WORKERS,
+                WORKERS,
+                DATA_WORKERS,
+                WORKERS,
             ),
+        ),
+        rule(
+            f"!{NO_DATA} || {WORKERS} % {MODEL_PARALLEL} == 0",
+            expr=cel_format(
+                "parallelism.pipeline %d x tensor %d = %d does not divide "
+                f"resources.num_workers=%d; set num_workers: %d, {A_LAYOUT}",
+                PIPELINE,
+                TENSOR,
+                MODEL_PARALLEL,
+                WORKERS,
+                f"({WORKERS} / {MODEL_PARALLEL} + 1) * {MODEL_PARALLEL}",
+                WORKERS,
+            ),
+        ),
+        TENSOR_NOT_YET,
+        rule(  # the CLI divides only a layout that fits (and says so first)
+            f"!has(self.data.global_batch_size) || !{LAYOUT_FITS} || {GBS} % {SPLIT} == 0",
+            expr=BATCH_SPLIT,
         ),
         rule(
             "!has(self.checkpoint) || !has(self.checkpoint.keep_best) || "
@@ -85,10 +181,13 @@ JOB_RULES: Rules = {
         ),
         rule(
             f"!has(self.faults) || self.faults.all(f, !has(f.rank) || f.rank < {WORKERS})",
-            expr=f"'faults[' + string({BAD_FAULT}) + '].rank=' + "
-            f"string(self.faults[{BAD_FAULT}].rank) + ' is not a worker of "
-            f"resources.num_workers=' + string({WORKERS}) + '; use 0 to ' + "
-            f"string({WORKERS} - 1)",
+            expr=cel_format(
+                "faults[%d].rank=%d is not a worker of resources.num_workers=%d; use 0 to %d",
+                BAD_FAULT,
+                f"self.faults[{BAD_FAULT}].rank",
+                WORKERS,
+                f"{WORKERS} - 1",
+            ),
         ),
     ],
     ("training",): [
@@ -164,17 +263,24 @@ JOB_RULES: Rules = {
         ),
         rule(  # cost: at most crd._bound's 32 entries
             "self.all(k, double(self[k]) > 0.0)",
-            expr=f"'resources.custom.' + {NOT_POSITIVE} + '=' + string(self[{NOT_POSITIVE}]) + "
-            "': an amount must be above 0; remove the entry if the workers do not need it'",
+            expr=cel_format(
+                "resources.custom.%s=%s: an amount must be above 0; remove the entry if the "
+                "workers do not need it",
+                NOT_POSITIVE,
+                f"string(self[{NOT_POSITIVE}])",
+            ),
         ),
     ],
     ("parallelism",): [
         rule(
             "!has(self.offload_params) || self.offload_params == 'none' || "
             "(has(self.zero_stage) && self.zero_stage == 3)",
-            expr="'parallelism.offload_params=' + self.offload_params + ' needs zero_stage 3 "
-            "(got ' + string(has(self.zero_stage) ? self.zero_stage : 0) + '); "
-            "set parallelism.zero_stage: 3 or offload_params: none'",
+            expr=cel_format(
+                "parallelism.offload_params=%s needs zero_stage 3 (got %s); "
+                "set parallelism.zero_stage: 3 or offload_params: none",
+                "self.offload_params",
+                f"string({SECTION_ZERO})",
+            ),
         ),
         rule(
             "!has(self.offload_optimizer) || self.offload_optimizer == 'none' || "
@@ -182,12 +288,32 @@ JOB_RULES: Rules = {
             "parallelism.offload_optimizer needs zero_stage 1, 2 or 3; "
             "set parallelism.zero_stage: 2",
         ),
-        *(
-            rule(
-                f"!has(self.{field}) || self.{field} == 1",
-                expr=f"'parallelism.{field}=' + string(self.{field}) + ' {NOT_YET}; use 1'",
-            )
-            for field in ("pipeline", "tensor")
+        rule(
+            f"{SECTION_PIPELINE} == 1 || {SECTION_ZERO} < 2",
+            expr=cel_format(
+                "parallelism.zero_stage=%d with pipeline=%d: DeepSpeed's pipeline engine "
+                "shards optimizer state only (ZeRO stage 0 or 1); set zero_stage: 1",
+                "self.zero_stage",
+                "self.pipeline",
+            ),
+        ),
+        rule(
+            f"{SECTION_TENSOR} == 1 || {SECTION_ZERO} < 3",
+            expr=cel_format(
+                "parallelism.zero_stage=%d with tensor=%d: DeepSpeed's AutoTP training runs "
+                "with ZeRO stage 0, 1 or 2; set zero_stage: 2",
+                "self.zero_stage",
+                "self.tensor",
+            ),
+        ),
+        rule(
+            f"{SECTION_PIPELINE} == 1 || {SECTION_TENSOR} == 1",
+            expr=cel_format(
+                f"parallelism.pipeline=%d together with tensor=%d {NOT_YET} (AutoTP's groups "
+                "do not yet run inside a PipelineModule); keep one of them at 1",
+                "self.pipeline",
+                "self.tensor",
+            ),
         ),
     ],
     ("checkpoint",): [

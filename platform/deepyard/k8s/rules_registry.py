@@ -16,7 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from deepyard.k8s.rules import Rules, quoted, rule
+from deepyard.k8s.rules import (
+    LAYOUT_FITS,
+    PIPELINE,
+    TENSOR,
+    ZERO,
+    Rules,
+    cel_format,
+    quoted,
+    rule,
+)
 from deepyard.spec.job import NOT_YET
 from deepyard.spec.window import EXAMPLE as WINDOW_EXAMPLE
 
@@ -31,7 +40,7 @@ def _cel_list(names: Iterable[str]) -> str:
 def registry_rules() -> Rules:
     """The registry-derived rules of a job spec, by section path (as `rules.JOB_RULES`)."""
     return {
-        (): [_model_takes_the_data()],
+        (): [_model_takes_the_data(), _model_has_stages()],
         ("model",): [_model_registered()],
         ("data",): [_dataset_packaged(), _engine_registered(), *_dataset_kind_rules()],
     }
@@ -68,6 +77,40 @@ def _model_takes_the_data() -> dict:
         f"({text} ? 'tokens (data.text is set)' : 'features (data.text is not set)') + "
         f"'; use a model that takes ' + ({text} ? 'tokens: {wanted['tokens']}' : "
         f"'features: {wanted['features']}')",
+    )
+
+
+def _model_has_stages() -> dict:
+    """parallelism.pipeline > 1 needs a model with layers() and a task with one engine
+    (spec.parallelism._check_pipeline), checked where the CLI gets that far: past the
+    section's rules and a layout that fits. How many layers the model's arguments make stays
+    with the operator (it builds the model)."""
+    from deepyard.models import registry
+    from deepyard.tasks.catalog import info
+
+    names = registry.names()
+    staged = [n for n in names if registry.get(n).pipeline]
+    engines = {n: registry.get(n).task for n in names if not info(registry.get(n).task).pipeline}
+    tasks = "{" + ", ".join(f"'{n}': '{task}'" for n, task in engines.items()) + "}"
+    stages, name = f"string({PIPELINE})", "self.model.name"
+    several = cel_format(
+        "parallelism.pipeline=%s: model '%s' trains as a %s task, which runs several engines "
+        "and cannot be cut into pipeline stages; set pipeline: 1",
+        stages,
+        name,
+        f"{tasks}[{name}]",
+    )
+    flat = cel_format(
+        "parallelism.pipeline=%s: model '%s' does not expose its layers as a sequence; set "
+        f"pipeline: 1, or use a model that does: {', '.join(staged)}",
+        stages,
+        name,
+    )
+    return rule(
+        f"{PIPELINE} == 1 || {ZERO} > 1 || {TENSOR} > 1 || !{LAYOUT_FITS} || "
+        f"!({name} in {_cel_list(names)}) || "
+        f"({name} in {_cel_list(staged)} && !({name} in {_cel_list(engines)}))",
+        expr=f"{name} in {_cel_list(engines)} ? {several} : {flat}",
     )
 
 

@@ -90,18 +90,22 @@ class ParallelismSpec(_Spec):
 def check_layout(job: JobSpec) -> None:
     """data x pipeline x tensor = resources.num_workers, and the model can be cut so."""
     par, workers = job.parallelism, job.resources.num_workers
+    # The layouts come first: what follows them is the whole message the CRD's CEL rule
+    # gives (k8s/rules.py), which cannot enumerate them.
+    layouts = f"parallelism: {workers} workers can be laid out as {_choices(workers)}; "
+    fix = f"or parallelism to a layout of {workers} workers"
     if par.data is not None and par.data * par.model_parallel != workers:
         raise ValueError(
-            f"parallelism: data {par.data} x pipeline {par.pipeline} x tensor {par.tensor} = "
-            f"{par.data * par.model_parallel} workers, but resources.num_workers={workers}; "
-            f"set num_workers: {par.data * par.model_parallel}, or one of: "
-            f"{_choices(workers)}"
+            f"{layouts}parallelism.data {par.data} x pipeline {par.pipeline} x tensor "
+            f"{par.tensor} = {par.data * par.model_parallel} workers, but "
+            f"resources.num_workers={workers}; set num_workers: "
+            f"{par.data * par.model_parallel}, {fix}"
         )
     if workers % par.model_parallel:
         raise ValueError(
-            f"parallelism: pipeline {par.pipeline} x tensor {par.tensor} = "
-            f"{par.model_parallel} does not divide resources.num_workers={workers}; use one "
-            f"of: {_choices(workers)}"
+            f"{layouts}parallelism.pipeline {par.pipeline} x tensor {par.tensor} = "
+            f"{par.model_parallel} does not divide resources.num_workers={workers}; set "
+            f"num_workers: {(workers // par.model_parallel + 1) * par.model_parallel}, {fix}"
         )
     if par.pipeline > 1:
         _check_pipeline(job)

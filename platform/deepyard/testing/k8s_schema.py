@@ -150,7 +150,7 @@ def evaluate(expression: str, value: Any, old: Any = NO_OLD) -> Any:
     program = _PROGRAMS.get(expression)
     if program is None:
         env = celpy.Environment()
-        program = env.program(env.compile(expression))
+        program = env.program(env.compile(expression), functions={"format": cel_format})
         _PROGRAMS[expression] = program
     bound = {"self": celpy.json_to_cel(value)}
     if old is not NO_OLD:
@@ -159,6 +159,49 @@ def evaluate(expression: str, value: Any, old: Any = NO_OLD) -> Any:
     if isinstance(result, Exception):
         raise result
     return result
+
+
+def cel_format(template: Any, args: Any) -> Any:
+    """Kubernetes' `'...'.format([...])` (cel-go's strings extension), which cel-python
+    lacks: %d for integers, %s for strings and numbers (a double as CEL's string() writes
+    it), %% for a percent sign. The list must hold one type, as the API server's literal
+    check requires."""
+    import celpy
+
+    kinds = {type(a).__name__ for a in args}
+    if len(kinds) > 1:
+        raise ValueError(f"format() of a mixed list ({sorted(kinds)}): the API server refuses it")
+    values = iter(args)
+    out, i = [], 0
+    while i < len(template):
+        if template[i] != "%":
+            out.append(template[i])
+            i += 1
+            continue
+        clause = template[i + 1 : i + 2]
+        if clause == "%":
+            out.append("%")
+        elif clause == "d":
+            value = next(values)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"format(): %d needs an integer, got {value!r}")
+            out.append(str(int(value)))
+        elif clause == "s":
+            value = next(values)
+            out.append(_go_float(value) if isinstance(value, float) else str(value))
+        else:
+            raise ValueError(f"format(): clause %{clause} is not supported here")
+        i += 2
+    if next(values, None) is not None:
+        raise ValueError(f"format(): more arguments than clauses in {template!r}")
+    return celpy.celtypes.StringType("".join(out))
+
+
+def _go_float(value: float) -> str:
+    """A double as cel-go's string() writes it (Go's shortest form: 0, -1.5, 1e+21)."""
+    if value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    return repr(value)
 
 
 def _path(parts: Any) -> str:

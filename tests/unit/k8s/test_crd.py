@@ -4,6 +4,7 @@ message for each cross-field rule."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import celpy
@@ -15,11 +16,13 @@ from deepyard.k8s import SWEEP, TRAINJOB, crd, rules
 from deepyard.k8s.placement import validate_trainjob
 from deepyard.testing import k8s_schema
 
-from .conftest import EXAMPLE_JOBS, changed, trainjob
+from .conftest import EXAMPLE_JOBS, REPO, changed, trainjob
 
 TRAINJOB_CRD = crd.definition(TRAINJOB)
 SWEEP_CRD = crd.definition(SWEEP)
 BASE = trainjob(EXAMPLE_JOBS[0])  # digits-cnn: epochs, batch_size, 2 workers
+# A model that pipeline stages can cut (ZeRO-2, batch_size, 2 workers): the parallelism cases.
+GPT = trainjob(REPO / "jobs" / "examples" / "rotten_tomatoes_gpt.yaml")
 
 
 def api_server(manifest: dict[str, Any]) -> list[str]:
@@ -108,8 +111,12 @@ BROKEN: dict[str, list[tuple[str, Any]]] = {
     ],
     "offload-params": [("parallelism.offload_params", "cpu")],
     "offload-optimizer": [("parallelism.zero_stage", 0), ("parallelism.offload_optimizer", "cpu")],
-    "pipeline": [("parallelism.pipeline", 2)],
-    "tensor": [("parallelism.tensor", 4)],
+    "tensor": [("parallelism.tensor", 2)],
+    "tensor-with-zero-3": [("parallelism.zero_stage", 3), ("parallelism.tensor", 2)],
+    "layout-product-of-data": [("parallelism.data", 4)],
+    "layout-indivisible-tensor": [("parallelism.tensor", 4)],
+    "pipeline-without-layers": [("parallelism", {"zero_stage": 1, "pipeline": 2})],
+    "pipeline-of-a-gan": [("model", {"name": "dcgan"}), ("parallelism", {"pipeline": 2})],
     "custom-gpu": [("resources.custom", {"GPU": 1})],
     "checkpoint-without-interval": [("checkpoint", {"keep_last": 2})],
     "keep-best-without-eval": [
@@ -146,11 +153,30 @@ BROKEN: dict[str, list[tuple[str, Any]]] = {
     "custom-memory": [("resources.custom", {"memory": 1})],
 }
 
+ONE_STAGE_EACH = [("resources.num_workers", 4), ("parallelism", {"zero_stage": 1, "pipeline": 2})]
+BROKEN_GPT: dict[str, list[tuple[str, Any]]] = {  # the same, from GPT
+    "pipeline-with-zero-2": [("parallelism.pipeline", 2)],
+    "pipeline-with-tensor": [
+        ("resources.num_workers", 4),
+        ("parallelism", {"zero_stage": 1, "pipeline": 2, "tensor": 2}),
+    ],
+    "layout-product": [("parallelism", {"zero_stage": 1, "data": 2, "pipeline": 2})],
+    "layout-indivisible": [
+        ("resources.num_workers", 3),
+        ("parallelism", {"zero_stage": 1, "pipeline": 2}),
+    ],
+    "indivisible-batch-over-replicas": [
+        *ONE_STAGE_EACH,
+        ("data.batch_size", None),
+        ("data.global_batch_size", 33),
+    ],
+}
 
-@pytest.mark.parametrize("case", sorted(BROKEN))
+
+@pytest.mark.parametrize("case", sorted(BROKEN) + sorted(BROKEN_GPT))
 def test_api_server_rejects_with_the_clis_message(case) -> None:
-    manifest = BASE
-    for path, value in BROKEN[case]:
+    manifest = GPT if case in BROKEN_GPT else BASE
+    for path, value in {**BROKEN, **BROKEN_GPT}[case]:
         manifest = changed(manifest, path, value)
     refused = api_server(manifest)
     assert len(refused) == 1, refused
@@ -230,3 +256,68 @@ def test_what_only_pydantic_sees_passes_the_api_server() -> None:
     manifest = changed(BASE, "model.args", {"no_such_arg": 1})
     assert api_server(manifest) == []
     assert any("model.args has no_such_arg" in p for p in cli(manifest))
+
+
+@pytest.mark.parametrize(
+    "parallelism",
+    [
+        {"zero_stage": 1, "pipeline": 2},
+        {"zero_stage": 1, "data": 2, "pipeline": 2},
+        {"zero_stage": 0, "pipeline": 4, "pipeline_partition": "layers"},
+    ],
+    ids=["pipeline", "data-and-pipeline", "four-stages"],
+)
+def test_a_pipeline_trainjob_is_accepted(parallelism) -> None:
+    manifest = changed(GPT, "resources.num_workers", 4)
+    manifest = changed(manifest, "parallelism", parallelism)
+    manifest = changed(changed(manifest, "data.batch_size", None), "data.global_batch_size", 64)
+    assert api_server(manifest) == [] and cli(manifest) == []
+
+
+def test_the_layers_a_model_has_for_stages_are_left_to_the_operator() -> None:
+    """The layer count comes from building the model with its arguments: pydantic's."""
+    manifest = changed(GPT, "resources.num_workers", 16)
+    manifest = changed(manifest, "parallelism", {"zero_stage": 1, "pipeline": 16})
+    assert api_server(manifest) == []
+    assert any("layers to cut, fewer than the stages" in p for p in cli(manifest))
+
+
+def test_tensor_rules_stand_without_the_not_yet_rule() -> None:
+    """When tensor parallelism lands, deleting rules.TENSOR_NOT_YET is the whole CRD change:
+    the layout and ZeRO rules on tensor do not lean on it."""
+    definition = copy.deepcopy(TRAINJOB_CRD)
+    spec = k8s_schema.version_schema(definition, "v1alpha1")["properties"]["spec"]
+    spec["x-kubernetes-validations"].remove(rules.TENSOR_NOT_YET)
+    tensor = changed(BASE, "parallelism.tensor", 2)
+    assert api_server(tensor) != [] and k8s_schema.problems(tensor, definition) == []
+    for broken in (
+        changed(BASE, "parallelism.tensor", 4),  # 4 does not divide 2 workers
+        changed(tensor, "parallelism.zero_stage", 3),
+    ):
+        assert k8s_schema.problems(broken, definition) == api_server(broken) != []
+
+
+def _unbounded(tree: Any) -> bool:
+    """Whether a CEL subtree holds a string whose size the API server cannot bound: a
+    string() conversion or a format() result."""
+    return any(
+        (node.data == "ident_arg" and str(node.children[0]) == "string")
+        or (node.data == "member_dot_arg" and str(node.children[1]) == "format")
+        for node in tree.iter_subtrees()
+    )
+
+
+@pytest.mark.parametrize("definition", [TRAINJOB_CRD, SWEEP_CRD], ids=[TRAINJOB, SWEEP])
+def test_no_message_concatenates_a_string_of_unbounded_size(definition) -> None:
+    """A real API server refuses the whole CRD when a messageExpression joins string(x) with
+    `+` ("estimated messageExpression cost exceeds budget by factor of more than 100x"):
+    such values go through one format() call instead (rules.cel_format)."""
+    schema = k8s_schema.version_schema(definition, "v1alpha1")
+    messages = [m for m in _rules(schema) if "format(" in m or "string(" in m]
+    assert len(messages) >= 10
+    for message in messages:
+        tree = celpy.Environment().compile(message)
+        for node in tree.iter_subtrees():
+            if node.data == "addition" and node.children[0].data == "addition_add":
+                operands = (node.children[0].children[0], node.children[1])
+                assert not any(_unbounded(o) for o in operands), message

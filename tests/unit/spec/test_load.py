@@ -132,7 +132,7 @@ BAD_SPECS = [
     (
         "pipeline",
         ("", "parallelism:\n  pipeline: 2\n"),
-        ["pipeline 2 x tensor 1 = 2 does not divide resources.num_workers=1", "use one of"],
+        ["pipeline 2 x tensor 1 = 2 does not divide resources.num_workers=1", "laid out as"],
     ),
     (
         "unknown-dataset",
