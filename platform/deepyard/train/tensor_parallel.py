@@ -51,16 +51,20 @@ def check(model_name: str, args: dict[str, Any], tensor: int, pipeline: int = 1)
             )
 
 
-def deepspeed_section(model_name: str, model: nn.Module, tensor: int) -> dict[str, Any]:
+def deepspeed_section(
+    model_name: str, args: dict[str, Any], model: nn.Module, tensor: int
+) -> dict[str, Any]:
     """The entries to merge into the DeepSpeed config for `tensor`-way tensor parallelism
-    of `model` (as built, before `deepspeed.initialize`); {} when tensor is 1.
+    of `model` (built from model.name and model.args, before `deepspeed.initialize`);
+    {} when tensor is 1.
 
-    Checks the built model against its plan first (every split names parameters, none of
-    them shared, every split width divisible by `tensor`), so that a plan that no longer
-    fits its model fails here instead of silently leaving layers whole.
+    Runs `check()` again, then checks the built model against its plan (every split names
+    parameters, none of them shared, every split width divisible by `tensor`), so that a
+    plan that no longer fits its model fails here instead of leaving layers whole.
     """
     if tensor == 1:
         return {}
+    check(model_name, args, tensor)
     plan = _plan(model_name, tensor)
     _verify(model_name, plan, model, tensor)
     return {
@@ -82,6 +86,15 @@ def data_parallel_coords(rank: int, world: int, tensor: int) -> tuple[int, int]:
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside a world of {world} ranks")
     return rank // tensor, world // tensor
+
+
+def dropout_seed(seed: int, rank: int, world: int, tensor: int) -> int:
+    """The seed of global `rank`'s random draws while training (dropout): one per
+    data-parallel rank, not per global rank. The ranks of one tensor-parallel group hold
+    the same activations outside the split layers (the residual stream, the embedding
+    output); drawing different dropout masks there would make those activations, and
+    then the weights every rank holds whole, drift apart without any error."""
+    return seed + data_parallel_coords(rank, world, tensor)[0]
 
 
 def tensor_parallel_groups(world: int, tensor: int) -> list[list[int]]:
@@ -162,12 +175,3 @@ def _layer_spec(split: Split) -> dict[str, Any]:
         # View the weight as (parts, rows/parts, in) and split dim 0 of each part alike.
         spec.update(shape=[split.parts, -1], partition_dim=0)
     return spec
-
-
-def dropout_seed(seed: int, rank: int, world: int, tensor: int) -> int:
-    """The seed of global `rank`'s random draws while training (dropout): one per
-    data-parallel rank, not per global rank. The ranks of one tensor-parallel group hold
-    the same activations outside the split layers (the residual stream, the embedding
-    output); drawing different dropout masks there would make those activations, and
-    then the weights every rank holds whole, drift apart without any error."""
-    return seed + data_parallel_coords(rank, world, tensor)[0]

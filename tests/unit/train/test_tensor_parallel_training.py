@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from deepyard import models, tasks
+from deepyard.models.gpt import GPT
 from deepyard.models.registry import Vocab
 from deepyard.spec import JobSpec, validate
 from deepyard.testing.gloo import on_ranks
@@ -58,9 +59,11 @@ def _spec(workers: int, micro: int, zero: int, section: dict[str, Any]) -> JobSp
     )
 
 
-def _model(dropout: float = 0.0) -> torch.nn.Module:
+def _model(dropout: float = 0.0) -> GPT:
     torch.manual_seed(0)  # the same initial weights in every process
-    return models.build("gpt", {**ARGS, "dropout": dropout}, (LENGTH,), 2, VOCAB)
+    model = models.build("gpt", {**ARGS, "dropout": dropout}, (LENGTH,), 2, VOCAB)
+    assert isinstance(model, GPT)
+    return model
 
 
 def _batches(dp_rank: int = 0, dp_size: int = 1) -> list[torch.Tensor]:
@@ -91,7 +94,8 @@ def _reference() -> dict[str, Any]:
         scheduler.step()
         optimizer.zero_grad()
         losses.append(loss.item())
-    return {"losses": losses, "qkv": model.blocks[0].attn.qkv.weight.detach()}
+    qkv = dict(model.named_parameters())["blocks.0.attn.qkv.weight"]
+    return {"losses": losses, "qkv": qkv.detach()}
 
 
 def _join_deepspeed(rank: int, world: int) -> None:
@@ -104,7 +108,7 @@ def _join_deepspeed(rank: int, world: int) -> None:
 
 def _engine(world: int, zero: int, tensor: int = 2, dropout: float = 0.0) -> Any:
     model = _model(dropout)
-    section = tensor_parallel.deepspeed_section("gpt", model, tensor)
+    section = tensor_parallel.deepspeed_section("gpt", ARGS, model, tensor)
     micro = ROWS // (world // tensor)  # each data-parallel rank's share of the batch
     return TASK.build_engine(_spec(world, micro, zero, section), model, STEPS, False)
 
@@ -113,7 +117,8 @@ def _train(engine: Any, batches: list[torch.Tensor]) -> list[float]:
     """The worker's own training step (deepyard.tasks.base.Task.train_step) per batch."""
     losses = []
     for ids in batches:
-        step = TASK.train_step(engine, lambda: (ids, ids), 1, CPU, torch.float32, VOCAB.pad_id)
+        batch = functools.partial(lambda rows: (rows, rows), ids)  # labels are not read
+        step = TASK.train_step(engine, batch, 1, CPU, torch.float32, VOCAB.pad_id)
         losses.append(step.loss)
     return losses
 
@@ -146,7 +151,24 @@ def _two_ranks(rank: int, world: int, ckpt: str) -> dict[str, Any]:
     engine.load_checkpoint(ckpt, tag="step3")
     out["resumed"] += _train(engine, batches[RESUME_AT:])
     out["files"] = sorted(p.name for p in Path(ckpt, "step3").iterdir())
+    out["dropout"] = {
+        "by_dp_rank": _replicated_after_dropout(tensor_parallel.dropout_seed(0, rank, world, 2)),
+        "by_global_rank": _replicated_after_dropout(rank),  # what a data-parallel job does
+    }
+    try:  # each rank of the group reads other rows: the sharding bug DeepSpeed catches
+        _train(_engine(world, zero=0), _batches(rank, world)[:1])
+    except AssertionError as error:
+        out["mixed_batches"] = str(error)
     return out
+
+
+def _replicated_after_dropout(seed: int) -> list[float]:
+    """Weights every rank holds whole, after training with dropout seeded by `seed`."""
+    engine = _engine(2, zero=0, dropout=0.1)
+    torch.manual_seed(seed)
+    _train(engine, _batches()[:3])
+    model = engine.module
+    return [*model.head.norm.weight.tolist(), *model.blocks[0].attn.proj.bias.tolist()]
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +223,46 @@ def test_deepspeed_groups_follow_the_layout_function(two_ranks) -> None:
         assert rank in result["groups"]["tensor"]
         assert result["groups"]["data"] == [rank]
         assert tensor_parallel.data_parallel_coords(rank, 2, 2) == (0, 1)
+
+
+def test_dropout_seeded_per_data_parallel_rank_keeps_replicas_identical(two_ranks) -> None:
+    """Dropout masks drawn per global rank make the weights the group holds whole drift
+    apart silently; seeded per data-parallel rank (dropout_seed) they stay identical."""
+    first, second = (result["dropout"] for result in two_ranks)
+    assert first["by_dp_rank"] == second["by_dp_rank"]
+    assert first["by_global_rank"] != second["by_global_rank"]
+
+
+def test_ranks_of_one_group_reading_other_rows_fail_loudly(two_ranks) -> None:
+    for result in two_ranks:
+        assert "Data inconsistency within the TP group" in result["mixed_batches"]
+
+
+def _four_ranks(rank: int, world: int) -> dict[str, Any]:
+    """D=2 x T=2 under ZeRO-1: each data-parallel rank reads half of every batch."""
+    _join_deepspeed(rank, world)
+    dp_rank, dp_size = tensor_parallel.data_parallel_coords(rank, world, 2)
+    engine = _engine(world, zero=1)
+    return {"losses": _train(engine, _batches(dp_rank, dp_size)), "groups": _groups()}
+
+
+@pytest.fixture(scope="module")
+def four_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    return on_ranks(_four_ranks, tmp_path_factory.mktemp("tp4"), 4, 120)
+
+
+def test_data_and_tensor_parallel_match_one_process(four_ranks, reference) -> None:
+    """The one-process loss is the mean over the batch; each data-parallel half's loss is
+    the mean over its rows (equal token counts): their average is the same number."""
+    by_dp = [four_ranks[0]["losses"], four_ranks[2]["losses"]]
+    assert four_ranks[1]["losses"] == by_dp[0] and four_ranks[3]["losses"] == by_dp[1]
+    _close([(a + b) / 2 for a, b in zip(*by_dp, strict=True)], reference["losses"])
+
+
+def test_four_rank_groups_follow_the_layout_function(four_ranks) -> None:
+    tensor_groups = tensor_parallel.tensor_parallel_groups(4, 2)
+    data_groups = tensor_parallel.data_parallel_groups(4, 2)
+    assert tensor_groups == [[0, 1], [2, 3]] and data_groups == [[0, 2], [1, 3]]
+    for rank, result in enumerate(four_ranks):
+        assert result["groups"]["tensor"] == tensor_groups[rank // 2]
+        assert result["groups"]["data"] == data_groups[rank % 2]
