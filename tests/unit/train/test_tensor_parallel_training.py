@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from deepyard import models, tasks
+from deepyard.data import TensorData
 from deepyard.models.gpt import GPT
 from deepyard.models.registry import Vocab
 from deepyard.spec import JobSpec, validate
@@ -77,9 +78,22 @@ def _batches(dp_rank: int = 0, dp_size: int = 1) -> list[torch.Tensor]:
     return [batch[dp_rank * per : (dp_rank + 1) * per] for batch in rows]
 
 
+def _held_out() -> TensorData:
+    """Five rows counting up, two of them ending in padding."""
+    ids = (torch.arange(5)[:, None] * 7 + torch.arange(LENGTH)) % (VOCAB.size - 1) + 1
+    ids[1, 10:] = ids[3, 4:] = VOCAB.pad_id
+    return TensorData(ids, torch.zeros(5, dtype=torch.int64), (LENGTH,), 2, pad_id=VOCAB.pad_id)
+
+
+def _eval_loss(engine: Any) -> float:
+    """The held-out loss as the worker scores it; every rank of the group reads all rows
+    (one data-parallel rank here)."""
+    return TASK.evaluate(engine, _held_out(), 0, 1, 2, CPU, torch.float32).metrics["loss"]
+
+
 def _reference() -> dict[str, Any]:
     """Plain PyTorch, one process, the whole batch: what tensor parallelism must match
-    (the loss curve, and block 0's trained qkv weight)."""
+    (the loss curve, the held-out loss after it, and block 0's trained qkv weight)."""
     spec = _spec(1, ROWS, 0, {})
     model = _model()
     optimizer = build_optimizer(spec, model)
@@ -95,7 +109,7 @@ def _reference() -> dict[str, Any]:
         optimizer.zero_grad()
         losses.append(loss.item())
     qkv = dict(model.named_parameters())["blocks.0.attn.qkv.weight"]
-    return {"losses": losses, "qkv": qkv.detach()}
+    return {"losses": losses, "eval": _eval_loss(model), "qkv": qkv.detach()}
 
 
 def _join_deepspeed(rank: int, world: int) -> None:
@@ -138,6 +152,7 @@ def _two_ranks(rank: int, world: int, ckpt: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     engine = _engine(world, zero=0)
     out["zero0"] = _train(engine, _batches())
+    out["eval"] = _eval_loss(engine)
     out["groups"] = _groups()
     out["qkv"] = engine.module.blocks[0].attn.qkv.weight.detach().tolist()
     for zero in (1, 2):
@@ -191,6 +206,11 @@ def test_loss_curve_matches_one_process(two_ranks, reference) -> None:
         _close(result["zero0"], reference["losses"])
     losses = reference["losses"]
     assert losses[-1] < losses[0]  # it learns: the comparison is not of noise
+
+
+def test_held_out_loss_matches_one_process(two_ranks, reference) -> None:
+    for result in two_ranks:
+        assert result["eval"] == pytest.approx(reference["eval"], rel=REL_TOL)
 
 
 @pytest.mark.parametrize("zero", [1, 2])
