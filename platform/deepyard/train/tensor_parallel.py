@@ -2,8 +2,8 @@
 (deepyard.models.tensor_plans; the GPT has one).
 
 Data flow: spec (`parallelism.tensor: T`) → `check()` when the spec is validated → on
-every rank, after models.build: `deepspeed_section(name, model, T)` merged into the
-DeepSpeed config → `deepspeed.initialize` builds the (data, tensor) process groups and
+every rank, after models.build: `with_tensor_parallel(config, name, args, model, T)` on
+the DeepSpeed config → `deepspeed.initialize` builds the (data, tensor) process groups and
 replaces each Linear the plan names by a shard of it (column or row parallel), before
 ZeRO partitions the optimizer state over the data-parallel group. The optimizer built
 before `initialize` keeps working: AutoTP shards the parameters in place.
@@ -49,6 +49,30 @@ def check(model_name: str, args: dict[str, Any], tensor: int, pipeline: int = 1)
                 f"parallelism.tensor={tensor} (each rank holds 1/{tensor} of it); use "
                 f"tensor: {_divisor_choices(width)}, or set {field} to a multiple of {tensor}"
             )
+
+
+def with_tensor_parallel(
+    config: dict[str, Any], model_name: str, args: dict[str, Any], model: nn.Module, tensor: int
+) -> dict[str, Any]:
+    """deepyard's DeepSpeed `config` made ready for `tensor`-way tensor parallelism of
+    `model` (built, not yet given to `deepspeed.initialize`): `deepspeed_section()`
+    merged in, and `train_batch_size` left out. DeepSpeed checks that number against all
+    W ranks when the engine starts (it has no tensor-parallel groups yet), but ZeRO-3
+    checks it again against the W / T data-parallel ranks, so no one value passes both;
+    given the micro-batch and the accumulation steps it derives it each time. `config` is
+    returned unchanged when tensor is 1."""
+    if tensor == 1:
+        return config
+    given = config.get("tensor_parallel", {})
+    if given.get("autotp_size", tensor) != tensor:
+        raise ValueError(
+            f"deepspeed.tensor_parallel.autotp_size={given['autotp_size']} contradicts "
+            f"parallelism.tensor={tensor}; remove it from the deepspeed block"
+        )
+    section = deepspeed_section(model_name, args, model, tensor)["tensor_parallel"]
+    merged = {key: value for key, value in config.items() if key != "train_batch_size"}
+    merged["tensor_parallel"] = {**given, **section}
+    return merged
 
 
 def deepspeed_section(

@@ -146,3 +146,33 @@ def test_layout_of_a_world_the_degree_does_not_divide_names_the_choices() -> Non
     assert str(error.value) == (
         "parallelism.tensor=4 does not divide 6 workers; use tensor: 1, 2, 3 or 6"
     )
+
+
+def test_the_config_drops_the_batch_deepspeed_counts_two_ways() -> None:
+    """DeepSpeed checks train_batch_size against all ranks at start-up and against the
+    data-parallel ranks under ZeRO-3: left out, it derives it from the micro-batch."""
+    config = {
+        "train_micro_batch_size_per_gpu": 8,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": 16,
+        "zero_optimization": {"stage": 3},
+        "tensor_parallel": {"tp_overlap_comm": True},  # a user's deepspeed: block
+    }
+    ready = tensor_parallel.with_tensor_parallel(config, "gpt", TINY, _gpt(), 2)
+    assert "train_batch_size" not in ready
+    assert ready["train_micro_batch_size_per_gpu"] == 8
+    assert ready["tensor_parallel"]["tp_overlap_comm"] is True
+    assert ready["tensor_parallel"]["autotp_size"] == 2
+    assert "train_batch_size" in config  # the caller's config is left as it was
+    assert tensor_parallel.with_tensor_parallel(config, "gpt", TINY, _gpt(), 1) is config
+
+
+def test_a_deepspeed_block_that_contradicts_the_degree_is_refused() -> None:
+    with pytest.raises(ValueError) as error:
+        tensor_parallel.with_tensor_parallel(
+            {"tensor_parallel": {"autotp_size": 4}}, "gpt", TINY, _gpt(), 2
+        )
+    assert str(error.value) == (
+        "deepspeed.tensor_parallel.autotp_size=4 contradicts parallelism.tensor=2; "
+        "remove it from the deepspeed block"
+    )

@@ -26,7 +26,7 @@ from deepyard.models.registry import Vocab
 from deepyard.spec import JobSpec, validate
 from deepyard.testing.gloo import on_ranks
 from deepyard.train import tensor_parallel
-from deepyard.train.engine import build_optimizer, build_scheduler
+from deepyard.train.engine import build_optimizer, build_scheduler, deepspeed_config
 
 ARGS: dict[str, Any] = {"size": "tiny", "n_head": 4, "d_model": 32, "max_seq_len": 16}
 VOCAB = Vocab(size=64, pad_id=0)
@@ -36,11 +36,9 @@ TASK = tasks.get("language-modeling")
 CPU = torch.device("cpu")
 
 
-def _spec(workers: int, micro: int, zero: int, section: dict[str, Any]) -> JobSpec:
+def _spec(workers: int, micro: int, zero: int) -> JobSpec:
     """The job as deepyard validates it, on `workers` ranks with `micro` rows per rank
-    and step. Under AutoTP, DeepSpeed checks train_batch_size against every rank
-    (micro x accumulation x workers), though the ranks of one tensor-parallel group read
-    the same rows."""
+    and step."""
     return validate(
         {
             "name": "tp",
@@ -55,7 +53,6 @@ def _spec(workers: int, micro: int, zero: int, section: dict[str, Any]) -> JobSp
             "training": {"max_steps": STEPS},  # grad_clip defaults to 1.0: clipping is on
             "resources": {"num_workers": workers},
             "parallelism": {"zero_stage": zero},
-            "deepspeed": section,
         }
     )
 
@@ -94,7 +91,7 @@ def _eval_loss(engine: Any) -> float:
 def _reference() -> dict[str, Any]:
     """Plain PyTorch, one process, the whole batch: what tensor parallelism must match
     (the loss curve, the held-out loss after it, and block 0's trained qkv weight)."""
-    spec = _spec(1, ROWS, 0, {})
+    spec = _spec(1, ROWS, 0)
     model = _model()
     optimizer = build_optimizer(spec, model)
     scheduler = build_scheduler(spec, optimizer, STEPS)
@@ -121,10 +118,21 @@ def _join_deepspeed(rank: int, world: int) -> None:
 
 
 def _engine(world: int, zero: int, tensor: int = 2, dropout: float = 0.0) -> Any:
+    """deepyard's engine builder (train/engine.py build_engine) with the one call tensor
+    parallelism adds: with_tensor_parallel() on the DeepSpeed config."""
+    import deepspeed
+
     model = _model(dropout)
-    section = tensor_parallel.deepspeed_section("gpt", ARGS, model, tensor)
-    micro = ROWS // (world // tensor)  # each data-parallel rank's share of the batch
-    return TASK.build_engine(_spec(world, micro, zero, section), model, STEPS, False)
+    spec = _spec(world, ROWS // (world // tensor), zero)  # rows per data-parallel rank
+    config = tensor_parallel.with_tensor_parallel(
+        deepspeed_config(spec), "gpt", ARGS, model, tensor
+    )
+    optimizer = build_optimizer(spec, model)
+    scheduler = build_scheduler(spec, optimizer, STEPS)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
+    )
+    return engine
 
 
 def _train(engine: Any, batches: list[torch.Tensor]) -> list[float]:
@@ -155,7 +163,7 @@ def _two_ranks(rank: int, world: int, ckpt: str) -> dict[str, Any]:
     out["eval"] = _eval_loss(engine)
     out["groups"] = _groups()
     out["qkv"] = engine.module.blocks[0].attn.qkv.weight.detach().tolist()
-    for zero in (1, 2):
+    for zero in (1, 2, 3):
         out[f"zero{zero}"] = _train(_engine(world, zero), _batches())
     batches = _batches()
     engine = _engine(world, zero=1)
@@ -213,7 +221,7 @@ def test_held_out_loss_matches_one_process(two_ranks, reference) -> None:
         assert result["eval"] == pytest.approx(reference["eval"], rel=REL_TOL)
 
 
-@pytest.mark.parametrize("zero", [1, 2])
+@pytest.mark.parametrize("zero", [1, 2, 3])
 def test_zero_over_tensor_parallel_matches_one_process(two_ranks, reference, zero: int) -> None:
     for result in two_ranks:
         _close(result[f"zero{zero}"], reference["losses"])
@@ -259,11 +267,15 @@ def test_ranks_of_one_group_reading_other_rows_fail_loudly(two_ranks) -> None:
 
 
 def _four_ranks(rank: int, world: int) -> dict[str, Any]:
-    """D=2 x T=2 under ZeRO-1: each data-parallel rank reads half of every batch."""
+    """D=2 x T=2 under ZeRO 1, 2 and 3 (which partition over the data-parallel pair):
+    each data-parallel rank reads half of every batch."""
     _join_deepspeed(rank, world)
     dp_rank, dp_size = tensor_parallel.data_parallel_coords(rank, world, 2)
-    engine = _engine(world, zero=1)
-    return {"losses": _train(engine, _batches(dp_rank, dp_size)), "groups": _groups()}
+    out: dict[str, Any] = {
+        f"zero{zero}": _train(_engine(world, zero), _batches(dp_rank, dp_size))
+        for zero in (1, 2, 3)
+    }
+    return {**out, "groups": _groups()}
 
 
 @pytest.fixture(scope="module")
@@ -271,11 +283,13 @@ def four_ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]
     return on_ranks(_four_ranks, tmp_path_factory.mktemp("tp4"), 4, 120)
 
 
-def test_data_and_tensor_parallel_match_one_process(four_ranks, reference) -> None:
+@pytest.mark.parametrize("zero", [1, 2, 3])
+def test_data_and_tensor_parallel_match_one_process(four_ranks, reference, zero: int) -> None:
     """The one-process loss is the mean over the batch; each data-parallel half's loss is
     the mean over its rows (equal token counts): their average is the same number."""
-    by_dp = [four_ranks[0]["losses"], four_ranks[2]["losses"]]
-    assert four_ranks[1]["losses"] == by_dp[0] and four_ranks[3]["losses"] == by_dp[1]
+    losses = [result[f"zero{zero}"] for result in four_ranks]
+    by_dp = [losses[0], losses[2]]
+    assert losses[1] == by_dp[0] and losses[3] == by_dp[1]  # one group, one loss
     _close([(a + b) / 2 for a, b in zip(*by_dp, strict=True)], reference["losses"])
 
 
