@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from deepyard.models import tensor_plans
@@ -132,6 +134,46 @@ def data_parallel_groups(world: int, tensor: int) -> list[list[int]]:
     weights and all-reduce its gradients; ZeRO partitions over them)."""
     _check_world(world, tensor)
     return [list(range(tp_rank, world, tensor)) for tp_rank in range(tensor)]
+
+
+def merge_shards(
+    model_name: str, shards: Sequence[Mapping[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """The whole model's state dict from the state dicts of one tensor-parallel group's
+    ranks, in rank order: e.g. the "module" of each mp_rank_XX_model_states.pt of a
+    checkpoint saved under ZeRO 0, 1 or 2 (fp32), for export or a one-process eval.
+    Column splits are joined by output (part by part), row splits by input; what every
+    rank holds whole must be equal on all of them, or the ranks drifted apart."""
+    if len(shards) == 1:
+        return dict(shards[0])
+    plan = _plan(model_name, len(shards))
+    merged = {}
+    for name, first in shards[0].items():
+        parts = [shard[name] for shard in shards]
+        split = _split_of(plan, name)
+        if split is None or (split.kind == "row" and name.endswith(".bias")):
+            for rank, part in enumerate(parts):
+                if not torch.equal(part, first):
+                    raise ValueError(
+                        f"{name} differs between tensor-parallel ranks 0 and {rank}, though "
+                        "every rank holds it whole: the ranks drifted apart (did they read "
+                        "the same batches and draw the same dropout masks?)"
+                    )
+            merged[name] = first
+        elif split.kind == "column":
+            blocks = [part.chunk(split.parts) for part in parts]  # (rank, part)
+            merged[name] = torch.cat(
+                [torch.cat(per_part) for per_part in zip(*blocks, strict=True)]
+            )
+        else:
+            merged[name] = torch.cat(parts, dim=1)
+    return merged
+
+
+def _split_of(plan: TensorPlan, name: str) -> Split | None:
+    """The split a state-dict entry belongs to: its weight's, or its layer's for a bias."""
+    weight = name.removesuffix(".bias") + ".weight" if name.endswith(".bias") else name
+    return next((s for s in plan.splits if re.fullmatch(s.pattern, weight)), None)
 
 
 def _plan(model_name: str, tensor: int) -> TensorPlan:

@@ -176,3 +176,13 @@ def test_a_deepspeed_block_that_contradicts_the_degree_is_refused() -> None:
         "deepspeed.tensor_parallel.autotp_size=4 contradicts parallelism.tensor=2; "
         "remove it from the deepspeed block"
     )
+
+
+def test_merging_shards_that_drifted_apart_names_the_tensor() -> None:
+    state = _gpt().state_dict()
+    drifted = {**state, "head.norm.weight": state["head.norm.weight"] + 1e-3}
+    with pytest.raises(
+        ValueError, match=re.escape("head.norm.weight differs between tensor-parallel")
+    ):
+        tensor_parallel.merge_shards("gpt", [state, drifted])
+    assert tensor_parallel.merge_shards("transformer", [state]) == dict(state)
