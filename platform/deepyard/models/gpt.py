@@ -13,6 +13,10 @@ head. The head's weight *is* the embedding's; a DeepSpeed `PipelineModule` that 
 two on different stages must declare them as one `TiedLayerSpec` (key "embed",
 `tied_weight_attr="weight"`) so that DeepSpeed all-reduces the tied gradient between the
 first and last stage (docs/models.md).
+
+For tensor parallelism the GPT registers a plan (models/tensor_plans.py, at the end of
+this file): qkv and the MLP's first Linear split by output, the two projections back
+into the residual stream by input; the embeddings, norms and tied head stay whole.
 """
 
 from __future__ import annotations
@@ -280,7 +284,5 @@ tensor_plans.register(
             Split(r"blocks\.\d+\.mlp\.2\.weight", "row"),
         ),
         widths=tensor_widths,
-        whole="the token and position embeddings, the LayerNorms and the LM head (tied to "
-        "the token embedding)",
     ),
 )

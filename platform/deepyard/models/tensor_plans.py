@@ -45,7 +45,6 @@ class TensorPlan:
     # model.args → {"model.args.n_head": 12, ...}: widths that must divide by the degree,
     # in the order they are checked (the first that does not divide is reported).
     widths: Widths
-    whole: str  # what stays whole on every rank, in words (for errors and `docs/models.md`)
 
 
 _PLANS: dict[str, TensorPlan] = {}

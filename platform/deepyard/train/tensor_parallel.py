@@ -34,7 +34,8 @@ from deepyard.models.tensor_plans import Split, TensorPlan
 def check(model_name: str, args: dict[str, Any], tensor: int, pipeline: int = 1) -> None:
     """Spec-time check of `parallelism.tensor` against the model: it has a plan, and
     every width the plan splits divides by `tensor`. Raises ValueError naming the field
-    and the fix."""
+    and the fix. The vocabulary needs no check: the embedding and the LM head tied to it
+    stay whole on every rank."""
     if tensor == 1:
         return
     if pipeline > 1:

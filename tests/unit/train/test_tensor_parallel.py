@@ -110,7 +110,7 @@ def test_section_checks_the_args_again() -> None:
 def _with_plan(monkeypatch: pytest.MonkeyPatch, *splits: Split) -> None:
     plan = tensor_plans.get("gpt")
     assert plan is not None
-    monkeypatch.setitem(tensor_plans._PLANS, "gpt", TensorPlan(splits, plan.widths, plan.whole))
+    monkeypatch.setitem(tensor_plans._PLANS, "gpt", TensorPlan(splits, plan.widths))
 
 
 def test_a_plan_that_names_no_parameter_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
