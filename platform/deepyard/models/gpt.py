@@ -13,19 +13,25 @@ head's projection. The projection's weight *is* the embedding's; deepyard's pipe
 builder (deepyard.train.pipeline) finds the shared weight and declares both as one
 DeepSpeed `TiedLayerSpec`, so DeepSpeed all-reduces the tied gradient between the first
 and last stage.
+
+For tensor parallelism the GPT registers a plan (models/tensor_plans.py, at the end of
+this file): qkv and the MLP's first Linear split by output, the two projections back
+into the residual stream by input; the embeddings, norms and tied head stay whole.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepyard.models import checks
+from deepyard.models import checks, tensor_plans
 from deepyard.models.registry import Vocab, register
+from deepyard.models.tensor_plans import Split, TensorPlan
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class GPTShape:
     max_seq_len: int
 
 
+DEFAULT_SIZE = "mini"
 # `size` presets; n_layer, n_head, d_model and max_seq_len given beside one win over it.
 PRESETS: dict[str, GPTShape] = {
     "tiny": GPTShape(n_layer=2, n_head=2, d_model=64, max_seq_len=128),
@@ -69,21 +76,23 @@ class TokenEmbedding(nn.Module):
 class CausalSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_head: int, dropout: float) -> None:
         super().__init__()
-        self.n_head, self.dropout = n_head, dropout
+        self.head_dim, self.dropout = d_model // n_head, dropout
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
         self.proj_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, length, width = x.shape
+        # Head counts come from qkv's output width: under tensor parallelism a rank's qkv
+        # holds only its share of the heads (deepyard.train.tensor_parallel).
+        batch, length = x.shape[:2]
         q, k, v = (
-            part.view(batch, length, self.n_head, width // self.n_head).transpose(1, 2)
-            for part in self.qkv(x).split(width, dim=2)
+            part.view(batch, length, -1, self.head_dim).transpose(1, 2)
+            for part in self.qkv(x).chunk(3, dim=2)
         )
         y = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
         )
-        return self.proj_dropout(self.proj(y.transpose(1, 2).reshape(batch, length, width)))
+        return self.proj_dropout(self.proj(y.transpose(1, 2).reshape(batch, length, -1)))
 
 
 class Block(nn.Module):
@@ -229,7 +238,7 @@ def build_gpt(
     input_shape: tuple[int, ...],
     num_classes: int,
     vocab: Vocab,
-    size: str = "mini",
+    size: str = DEFAULT_SIZE,
     n_layer: int | None = None,
     n_head: int | None = None,
     d_model: int | None = None,
@@ -244,3 +253,38 @@ def build_gpt(
     check_shape(shape, rows)
     checks.dropout("gpt", dropout)
     return GPT(vocab, shape, dropout)
+
+
+def tensor_widths(args: dict[str, Any]) -> dict[str, int]:
+    """The widths tensor parallelism splits, for the job's model.args: whole heads per rank
+    (qkv and the output projection), and the MLP's hidden units."""
+    shape = resolve_shape(
+        args.get("size", DEFAULT_SIZE),
+        args.get("n_layer"),
+        args.get("n_head"),
+        args.get("d_model"),
+        args.get("max_seq_len"),
+    )
+    return {
+        "model.args.n_head": shape.n_head,
+        "model.args.d_model": shape.d_model,
+        "the MLP width (4 x model.args.d_model)": 4 * shape.d_model,
+    }
+
+
+# Megatron's layout: qkv and the MLP's first Linear split by output (qkv part by part, so
+# each rank holds whole heads of q, k and v); the attention output projection and the
+# MLP's second Linear split by input, summed over the group. The head stays whole: its
+# weight is the token embedding, which every rank needs whole to look tokens up.
+tensor_plans.register(
+    "gpt",
+    TensorPlan(
+        splits=(
+            Split(r"blocks\.\d+\.attn\.qkv\.weight", "column", parts=3),
+            Split(r"blocks\.\d+\.attn\.proj\.weight", "row"),
+            Split(r"blocks\.\d+\.mlp\.0\.weight", "column"),
+            Split(r"blocks\.\d+\.mlp\.2\.weight", "row"),
+        ),
+        widths=tensor_widths,
+    ),
+)

@@ -1,4 +1,4 @@
-"""Run a function on two gloo ranks (forked processes on loopback); each writes its JSON."""
+"""Run a function on gloo ranks (forked processes on loopback); each writes its JSON."""
 
 from __future__ import annotations
 
@@ -13,22 +13,24 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
-def _rank(rank: int, fn: Callable[[int, int], Any], store: str, out: str) -> None:
+def _rank(rank: int, fn: Callable[[int, int], Any], world_size: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     try:
-        Path(out, f"rank{rank}.json").write_text(json.dumps(fn(rank, 2)))
+        Path(out, f"rank{rank}.json").write_text(json.dumps(fn(rank, world_size)))
     finally:
         dist.destroy_process_group()
 
 
-def on_two_ranks(fn: Callable[[int, int], Any], tmp_path: Path, timeout_s: float = 90) -> list[Any]:
-    """fn(rank, world_size) on two gloo ranks; returns what each returned (JSON)."""
+def on_ranks(
+    fn: Callable[[int, int], Any], tmp_path: Path, world_size: int, timeout_s: float = 90
+) -> list[Any]:
+    """fn(rank, world_size) on `world_size` gloo ranks; returns what each returned (JSON)."""
     # fork: the ranks need no re-import of torch, so this costs about a second.
     ctx = mp.start_processes(
         _rank,
-        args=(fn, str(tmp_path / "store"), str(tmp_path)),
-        nprocs=2,
+        args=(fn, world_size, str(tmp_path / "store"), str(tmp_path)),
+        nprocs=world_size,
         join=False,
         start_method="fork",
     )
@@ -40,4 +42,9 @@ def on_two_ranks(fn: Callable[[int, int], Any], tmp_path: Path, timeout_s: float
         for proc in ctx.processes:
             if proc.is_alive():
                 proc.kill()
-    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(world_size)]
+
+
+def on_two_ranks(fn: Callable[[int, int], Any], tmp_path: Path, timeout_s: float = 90) -> list[Any]:
+    """fn(rank, world_size) on two gloo ranks; returns what each returned (JSON)."""
+    return on_ranks(fn, tmp_path, 2, timeout_s)
