@@ -130,12 +130,6 @@ BATCH_SPLIT = (
     )
 )
 
-TENSOR_NOT_YET = rule(  # spec.parallelism._check_tensor: delete when tensor parallelism lands
-    f"{TENSOR} == 1 || !{LAYOUT_FITS} || {ZERO} > 2 || {PIPELINE} > 1",
-    expr=cel_format(f"parallelism.tensor=%d {NOT_YET}; use 1", "self.parallelism.tensor"),
-)
-"""Only where the CLI gets that far: past the section's rules and a layout that fits."""
-
 JOB_RULES: Rules = {
     (): [
         rule(
@@ -165,7 +159,6 @@ JOB_RULES: Rules = {
                 WORKERS,
             ),
         ),
-        TENSOR_NOT_YET,
         rule(  # the CLI divides only a layout that fits (and says so first)
             f"!has(self.data.global_batch_size) || !{LAYOUT_FITS} || {GBS} % {SPLIT} == 0",
             expr=BATCH_SPLIT,

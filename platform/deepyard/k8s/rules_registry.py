@@ -40,7 +40,7 @@ def _cel_list(names: Iterable[str]) -> str:
 def registry_rules() -> Rules:
     """The registry-derived rules of a job spec, by section path (as `rules.JOB_RULES`)."""
     return {
-        (): [_model_takes_the_data(), _model_has_stages()],
+        (): [_model_takes_the_data(), _model_has_stages(), _model_has_a_tensor_plan()],
         ("model",): [_model_registered()],
         ("data",): [_dataset_packaged(), _engine_registered(), *_dataset_kind_rules()],
     }
@@ -111,6 +111,28 @@ def _model_has_stages() -> dict:
         f"!({name} in {_cel_list(names)}) || "
         f"({name} in {_cel_list(staged)} && !({name} in {_cel_list(engines)}))",
         expr=f"{name} in {_cel_list(engines)} ? {several} : {flat}",
+    )
+
+
+def _model_has_a_tensor_plan() -> dict:
+    """parallelism.tensor > 1 needs a model with a tensor-parallel plan
+    (train.tensor_parallel.check), where the CLI gets that far. Whether the model's widths
+    divide by the degree stays with the operator (it resolves the model's size presets)."""
+    from deepyard.models import registry, tensor_plans
+
+    names, planned = registry.names(), tensor_plans.names()
+    supported = ", ".join(planned) or "none"
+    name = "self.model.name"
+    message = cel_format(
+        f"parallelism.tensor=%s, but model %s has no tensor-parallel plan (models that have "
+        f"one: {supported}); use parallelism.tensor: 1 and data parallelism (ZeRO) for it",
+        f"string({TENSOR})",
+        name,
+    )
+    return rule(
+        f"{TENSOR} == 1 || {ZERO} > 2 || {PIPELINE} > 1 || !{LAYOUT_FITS} || "
+        f"!({name} in {_cel_list(names)}) || {name} in {_cel_list(planned)}",
+        expr=message,
     )
 
 

@@ -151,4 +151,7 @@ def _check_pipeline(job: JobSpec) -> None:
 
 
 def _check_tensor(job: JobSpec) -> None:
-    raise ValueError(f"parallelism.tensor={job.parallelism.tensor} {NOT_YET}; use 1")
+    from deepyard.train import tensor_parallel
+
+    par = job.parallelism
+    tensor_parallel.check(job.model.name, job.model.args, par.tensor, par.pipeline)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from deepyard.spec import JobSpec
+from deepyard.train import tensor_parallel
 
 
 def deepspeed_config(spec: JobSpec) -> dict[str, Any]:
@@ -127,6 +128,9 @@ def build_engine(
     import deepspeed
 
     config = deepspeed_config(spec)
+    config = tensor_parallel.with_tensor_parallel(
+        config, spec.model.name, spec.model.args, model, spec.parallelism.tensor
+    )
     if load_universal:
         config["checkpoint"] = {**config.get("checkpoint", {}), "load_universal": True}
     optimizer = build_optimizer(spec, model)

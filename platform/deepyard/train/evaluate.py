@@ -4,6 +4,7 @@ gathered from all of them (rank after rank), then the task's `finish` makes metr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -42,10 +43,9 @@ def run_eval(
     device: torch.device,
     dtype: torch.dtype,
 ) -> Evaluation:
-    from deepyard.train import pipeline
-
-    if pipeline.is_pipeline(engine):
-        return _run_model_parallel_eval(task, engine, data, batch_size, device, dtype)
+    role = _model_parallel_role(engine)
+    if role is not None:
+        return _run_model_parallel_eval(task, engine, data, batch_size, device, dtype, role)
     distributed = dist.is_initialized() and world_size > 1
     if distributed:
         # Ranks' batch-norm statistics drift apart in training, and a checkpoint keeps rank
@@ -102,6 +102,43 @@ def _score_shard(
     return sums, {name: torch.cat(parts) for name, parts in rows.items()}, mask_all
 
 
+@dataclass(frozen=True)
+class _Role:
+    """A rank's part in evaluating a model split over ranks: the shard of rows its replica
+    reads, whether its outputs are scored, and how it gets them."""
+
+    replica: int
+    replicas: int
+    scores: bool
+    forward: Callable[[torch.Tensor, torch.Tensor], Any]
+    buffers_from: tuple[int, Any] | None = None  # (source rank, group) for batch-norm stats
+
+
+def _model_parallel_role(engine: Any) -> _Role | None:
+    """None for a model every rank holds whole (data parallelism)."""
+    from deepyard.train import pipeline, tensor_parallel
+
+    if pipeline.is_pipeline(engine):
+        grid = engine.grid
+        first = grid.stage_to_global(stage_id=grid.get_stage_id(), data=0)
+        return _Role(
+            grid.data_parallel_id,
+            grid.data_parallel_size,
+            engine.is_last_stage(),  # the only stage that sees outputs
+            partial(pipeline.eval_forward, engine),
+            (first, grid.get_data_parallel_group()),
+        )
+    tensor = getattr(engine, "autotp_size", lambda: 1)()
+    if tensor > 1:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        replica, replicas = tensor_parallel.data_parallel_coords(rank, world, tensor)
+        # Every rank of a group computes the same outputs (the row-parallel layers
+        # all-reduce): the group's first rank scores them. Models with a tensor plan hold
+        # no buffers, so there are no statistics to align.
+        return _Role(replica, replicas, rank % tensor == 0, lambda batch, _: engine(batch))
+    return None
+
+
 def _run_model_parallel_eval(
     task: Task,
     engine: Any,
@@ -109,26 +146,23 @@ def _run_model_parallel_eval(
     batch_size: int,
     device: torch.device,
     dtype: torch.dtype,
+    role: _Role,
 ) -> Evaluation:
-    """A pipeline: every replica's stages run its shard of rows, only the last stage
-    sees outputs, and every rank receives every last stage's sums and rows (objects:
-    the other stages cannot know their shapes), so rank 0 reports the exact metrics."""
-    from deepyard.train import pipeline
-
-    grid = engine.grid
-    replica, replicas = grid.data_parallel_id, grid.data_parallel_size
-    if replicas > 1:  # rank 0's batch-norm statistics, stage by stage (see run_eval)
-        first = grid.stage_to_global(stage_id=grid.get_stage_id(), data=0)
+    """Every replica runs its shard of rows (all its ranks take part in each forward);
+    the scoring ranks' sums and rows go to every rank as objects (the other ranks may not
+    know their shapes), so rank 0 reports the exact metrics."""
+    if role.buffers_from is not None and role.replicas > 1:  # rank 0's statistics (above)
+        source, group = role.buffers_from
         for buffer in engine.module.buffers():
-            dist.broadcast(buffer.data, src=first, group=grid.get_data_parallel_group())
-    forward = partial(pipeline.eval_forward, engine)
+            dist.broadcast(buffer.data, src=source, group=group)
     engine.eval()
-    scored = _score_shard(task, engine, data, replica, replicas, batch_size, device, dtype, forward)
+    scored = _score_shard(
+        task, engine, data, role.replica, role.replicas, batch_size, device, dtype, role.forward
+    )
     engine.train()
-    mine = scored if engine.is_last_stage() else None
     everyone: list[Scored | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(everyone, mine)
-    parts = [part for part in everyone if part is not None]  # replica order: rank order
+    dist.all_gather_object(everyone, scored if role.scores else None)
+    parts = [part for part in everyone if part is not None]  # in replica order
     sums: dict[str, torch.Tensor] = {}
     for part_sums, _, _ in parts:
         for name, value in part_sums.items():

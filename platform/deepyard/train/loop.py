@@ -204,8 +204,11 @@ def build_parts(
     flops_per_sample = forward_flops_per_sample(
         model, source.input_shape, spec.data.text is not None
     )
-    _seed_everything(spec.training.seed + ctx.rank)  # independent dropout per rank
-    layout = Layout.of(spec)  # the ranks of one replica (pipeline, tensor group) share rows
+    # The ranks of one replica (its pipeline stages, its tensor-parallel group) share
+    # rows; dropout differs between replicas. A tensor-parallel group must draw the same
+    # masks: its ranks hold the residual stream whole, and it would drift apart.
+    layout = Layout.of(spec)
+    _seed_everything(spec.training.seed + layout.replica(ctx.rank))
     request = engines.LoaderRequest(
         source,
         layout.replica(ctx.rank),

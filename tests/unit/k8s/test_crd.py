@@ -4,7 +4,6 @@ message for each cross-field rule."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import celpy
@@ -115,7 +114,10 @@ BROKEN: dict[str, list[tuple[str, Any]]] = {
     "tensor-with-zero-3": [("parallelism.zero_stage", 3), ("parallelism.tensor", 2)],
     "layout-product-of-data": [("parallelism.data", 4)],
     "layout-indivisible-tensor": [("parallelism.tensor", 4)],
-    "pipeline-without-layers": [("parallelism", {"zero_stage": 1, "pipeline": 2})],
+    "pipeline-without-layers": [
+        ("model", {"name": "mlp"}),
+        ("parallelism", {"zero_stage": 1, "pipeline": 2}),
+    ],
     "pipeline-of-a-gan": [("model", {"name": "dcgan"}), ("parallelism", {"pipeline": 2})],
     "custom-gpu": [("resources.custom", {"GPU": 1})],
     "checkpoint-without-interval": [("checkpoint", {"keep_last": 2})],
@@ -280,21 +282,6 @@ def test_the_layers_a_model_has_for_stages_are_left_to_the_operator() -> None:
     manifest = changed(manifest, "parallelism", {"zero_stage": 1, "pipeline": 16})
     assert api_server(manifest) == []
     assert any("layers to cut, fewer than the stages" in p for p in cli(manifest))
-
-
-def test_tensor_rules_stand_without_the_not_yet_rule() -> None:
-    """When tensor parallelism lands, deleting rules.TENSOR_NOT_YET is the whole CRD change:
-    the layout and ZeRO rules on tensor do not lean on it."""
-    definition = copy.deepcopy(TRAINJOB_CRD)
-    spec = k8s_schema.version_schema(definition, "v1alpha1")["properties"]["spec"]
-    spec["x-kubernetes-validations"].remove(rules.TENSOR_NOT_YET)
-    tensor = changed(BASE, "parallelism.tensor", 2)
-    assert api_server(tensor) != [] and k8s_schema.problems(tensor, definition) == []
-    for broken in (
-        changed(BASE, "parallelism.tensor", 4),  # 4 does not divide 2 workers
-        changed(tensor, "parallelism.zero_stage", 3),
-    ):
-        assert k8s_schema.problems(broken, definition) == api_server(broken) != []
 
 
 def _unbounded(tree: Any) -> bool:

@@ -106,3 +106,31 @@ def test_pipeline_with_tensor_is_one_clear_refusal() -> None:
     message = error(gpt(4, "  pipeline: 2\n  tensor: 2\n"))
     assert "parallelism.pipeline=2 together with tensor=2" in message
     assert "keep one of them at 1" in message
+
+
+def test_tensor_parallel_ranks_share_rows() -> None:
+    spec = load_text(gpt(4, "  tensor: 2\n  zero_stage: 1\n"), "job.yaml")
+    assert spec.data_parallel_size == 2
+    assert spec.global_batch_size == 4 * 4 * 2
+
+
+def test_tensor_degree_must_divide_the_heads() -> None:
+    message = error(gpt(3, "  tensor: 3\n"))  # tiny: 2 heads
+    assert "model.args.n_head=2 for model gpt must divide by parallelism.tensor=3" in message
+
+
+def test_tensor_parallelism_needs_a_model_with_a_plan() -> None:
+    text = """name: cnn
+model: {name: cnn}
+data: {dataset: digits, batch_size: 8}
+training: {max_steps: 5}
+resources: {num_workers: 2}
+parallelism: {tensor: 2}
+"""
+    message = error(text)
+    assert "model cnn has no tensor-parallel plan (models that have one: gpt)" in message
+
+
+def test_tensor_parallelism_with_zero_3_is_refused() -> None:
+    message = error(gpt(2, "  tensor: 2\n  zero_stage: 3\n"))
+    assert "parallelism.zero_stage=3 with tensor=2" in message

@@ -1,6 +1,7 @@
-"""Pipeline parallelism on real processes (torchrun, gloo): a GPT cut into 2 DeepSpeed
-pipeline stages trains the same loss curve as one process, resumes from a checkpoint
-exactly, reports its stages, and refuses to resume on another layout."""
+"""Model parallelism on real processes (torchrun, gloo): a GPT cut into 2 DeepSpeed
+pipeline stages, or split 2 ways by tensor parallelism (AutoTP), trains the same loss
+curve as one process and resumes from a checkpoint exactly; pipelines report their
+stages, and a checkpoint refuses to resume on another layout."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def text_split(path: Path, rows: int, seed: int) -> str:
     texts = [" ".join(rng.choices(WORDS, k=rng.randint(6, 20))) for _ in range(rows)]
     pq.write_table(pa.table({"text": texts, "label": [0] * rows}), path)
     return str(path)
+
+
+TENSOR = "parallelism.tensor=2"
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +158,30 @@ def test_a_pipeline_checkpoint_is_not_resumed_on_another_layout(runs: Runs, tmp_
     assert "saved with parallelism data 1 x pipeline 2 x tensor 1" in refused.stderr
     assert "this run asks for data 2 x pipeline 2 x tensor 1" in refused.stderr
     assert "--restart" in refused.stderr
+
+
+def test_tensor_parallel_ranks_train_the_curve_of_one_process(runs: Runs) -> None:
+    single, _ = runs.get("single", workers=1)
+    split, _ = runs.get("tensor", TENSOR)
+    assert split.code == 0, split.stderr[-3000:]
+    one, two = single.losses(), split.losses()
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=LOSS_RTOL), step
+    assert split.summary["eval"]["loss"] == pytest.approx(single.summary["eval"]["loss"], 1e-5)
+    assert split.summary["eval"]["num_samples"] == 24  # scored once, not once per rank
+    assert split.summary["samples"] == single.summary["samples"]
+
+
+def test_preempted_tensor_parallel_run_resumes_exactly(runs: Runs, tmp_path: Path) -> None:
+    whole, _ = runs.get("tensor", TENSOR)
+    preempt = "faults=[{kind: sigterm, step: 4}]"
+    stopped, out = runs.get("tensor-preempted", TENSOR, preempt)
+    assert stopped.summary["status"] == "preempted", stopped.stderr[-3000:]
+    job = tmp_path / "job"
+    shutil.copytree(out, job)
+    resumed = torchrun.execute(torchrun.command(runs.spec, job, TENSOR, preempt), timeout=400)
+    assert resumed.code == 0, resumed.stderr[-3000:]
+    assert resumed.summary["start_step"] == stopped.summary["steps"]
+    reference, after = whole.losses(), resumed.losses()
+    assert after == {step: reference[step] for step in after}
+    assert resumed.summary["eval"] == whole.summary["eval"]
