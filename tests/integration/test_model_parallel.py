@@ -5,13 +5,18 @@ stages, and a checkpoint refuses to resume on another layout."""
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from deepyard.testing import torchrun
 from deepyard.testing.torchrun import Run
@@ -185,3 +190,35 @@ def test_preempted_tensor_parallel_run_resumes_exactly(runs: Runs, tmp_path: Pat
     reference, after = whole.losses(), resumed.losses()
     assert after == {step: reference[step] for step in after}
     assert resumed.summary["eval"] == whole.summary["eval"]
+
+
+@pytest.mark.parametrize("key", ["staged", "tensor"])
+def test_split_checkpoints_evaluate_and_export_as_the_whole_model(
+    runs: Runs, key: str, tmp_path: Path
+) -> None:
+    """`deepyard eval` and `deepyard checkpoint export` join the stages (or slices) back
+    into the whole model: its weights are the one-process run's (the curves matched), and
+    evaluated in one process it scores what the split run scored."""
+    _, single_out = runs.get("single", workers=1)
+    split, split_out = runs.get(key, "parallelism.pipeline=2" if key == "staged" else TENSOR)
+    weights = {}
+    for name, out in (("single", single_out), (key, split_out)):
+        target = tmp_path / f"{name}.safetensors"
+        cli("checkpoint", "export", str(out / "pipe-gpt" / "checkpoints"), "--out", str(target))
+        weights[name] = load_file(str(target))
+    assert weights[key].keys() == weights["single"].keys()
+    for name, tensor in weights["single"].items():
+        torch.testing.assert_close(weights[key][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    scored = json.loads(cli("eval", str(split.run_dir), "--json"))
+    assert scored["metrics"]["loss"] == pytest.approx(split.summary["eval"]["loss"], rel=1e-5)
+
+
+def cli(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "deepyard.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout

@@ -1,7 +1,8 @@
 """Consolidated fp32 weights of a checkpoint, as safetensors, for use outside deepyard.
 
 ZeRO-partitioned checkpoints are merged with DeepSpeed's own consolidation
-(`zero_to_fp32`); unpartitioned ones (ZeRO-0) hold the whole module already.
+(`zero_to_fp32`); unpartitioned ones (ZeRO-0) hold the whole module already; a model split
+into pipeline stages or tensor slices is joined back by `split_export`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from deepyard.checkpoint.manifest import Checkpoint
 from deepyard.checkpoint.restore import local_copy
+from deepyard.checkpoint.split_export import split_model_state
 from deepyard.checkpoint.store import Store
 from deepyard.errors import CheckpointError
 
@@ -36,7 +38,8 @@ def consolidated_state_dict(store: Store, checkpoint: Checkpoint) -> dict[str, t
                 for name, tensor in _engine_state(root / tag, part, files, f"{part}/").items()
             }
         else:
-            state = _engine_state(root, tag, files, "")
+            split = split_model_state(root / tag, manifest)  # pipeline stages, tensor slices
+            state = split if split is not None else _engine_state(root, tag, files, "")
     if not state:
         raise CheckpointError(f"{store.shown_uri}/{checkpoint.prefix} holds no model weights")
     return {
@@ -62,7 +65,7 @@ def export_safetensors(store: Store, checkpoint: Checkpoint, out: Path) -> dict[
     """Write the consolidated weights to `out`; returns what was written."""
     from safetensors.torch import save_file
 
-    state = consolidated_state_dict(store, checkpoint)
+    state = _unshared(consolidated_state_dict(store, checkpoint))
     manifest = checkpoint.manifest or {}
     spec = manifest.get("spec", {})
     metadata = {
@@ -79,3 +82,15 @@ def export_safetensors(store: Store, checkpoint: Checkpoint, out: Path) -> dict[
         "parameters": sum(t.numel() for t in state.values()),
         "step": checkpoint.step,
     }
+
+
+def _unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of each tensor whose memory an earlier one holds (a tied weight, e.g. a
+    GPT's head and embedding): safetensors stores every name as its own tensor."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in state.items():
+        pointer = tensor.untyped_storage().data_ptr()
+        out[name] = tensor.clone() if pointer in seen else tensor
+        seen.add(pointer)
+    return out

@@ -1,0 +1,77 @@
+"""The whole model's weights from a checkpoint of a model split over ranks.
+
+A pipeline checkpoint holds one file per layer (`layer_NN-model_states.pt`, written by the
+stage that runs it; a tied layer's weights are in its first use); a tensor-parallel one
+holds one module file per tensor rank (`mp_rank_NN_model_states.pt`), each with its slice
+of the split weights. Both are joined back under the whole model's parameter names, so
+`deepyard eval` and `deepyard checkpoint export` read them like any other checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepyard.errors import CheckpointError
+
+
+def split_model_state(folder: Path, manifest: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The whole model's state from `folder` (one checkpoint tag); None when the model was
+    not split over ranks (data parallelism: the usual consolidation applies)."""
+    layout = manifest.get("parallelism") or {}
+    model = manifest.get("spec", {}).get("model", {})
+    if layout.get("pipeline", 1) > 1:
+        return _from_layers(folder, manifest)
+    if layout.get("tensor", 1) > 1:
+        from deepyard.train.tensor_parallel import merge_shards
+
+        shards = [
+            _load(folder / f"mp_rank_{rank:02d}_model_states.pt")["module"]
+            for rank in range(layout["tensor"])
+        ]
+        return merge_shards(model.get("name", ""), shards)
+    return None
+
+
+def _from_layers(folder: Path, manifest: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Each layer file's entries, renamed to the whole model's names: the model is built
+    on the meta device, and each layer's tensors are found among the model's own."""
+    from deepyard import models
+
+    spec, data = manifest.get("spec", {}), manifest.get("model_data") or {}
+    vocab = models.Vocab(*data["vocab"]) if data.get("vocab") else None
+    with torch.device("meta"):
+        model = models.build(
+            spec["model"]["name"],
+            spec["model"].get("args", {}),
+            tuple(data["input_shape"]),
+            data["num_classes"],
+            vocab,
+        )
+    names: dict[int, list[str]] = defaultdict(list)  # a tied weight has two names
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        names[id(tensor)].append(name)
+    state: dict[str, torch.Tensor] = {}
+    for index, layer in enumerate(model.layers()):  # type: ignore[operator]
+        path = folder / f"layer_{index:02d}-model_states.pt"
+        if not path.exists():  # a later use of a tied layer, saved with its first
+            continue
+        own = layer.state_dict(keep_vars=True)
+        for key, value in _load(path).items():
+            for name in names[id(own[key])]:
+                state[name] = value
+    missing = sorted(set(model.state_dict()) - set(state))
+    if missing:
+        raise CheckpointError(
+            f"{folder}: the pipeline checkpoint holds no weights for {', '.join(missing[:5])}"
+        )
+    return state
+
+
+def _load(path: Path) -> Any:
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing from the checkpoint")
+    return torch.load(path, map_location="cpu", weights_only=False)
