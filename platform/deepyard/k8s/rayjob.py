@@ -194,7 +194,10 @@ def _workers(
     k8s: KubernetesSpec, job: JobSpec, owner: Owner, image: str, gangs: int
 ) -> dict[str, Any]:
     res = job.resources
-    per_pod = res.num_workers if res.placement == "STRICT_PACK" else 1
+    # A pod is a Ray node: a tensor-parallel group's ranks all-reduce at every layer and
+    # must share one (deepyard numbers ranks node by node, and refuses a group split
+    # over nodes), so a pod holds one group; STRICT_PACK holds the whole gang in one.
+    per_pod = res.num_workers if res.placement == "STRICT_PACK" else job.parallelism.tensor
     replicas = res.num_workers // per_pod * gangs
     amounts: dict[str, Any] = {
         "cpu": str(res.cpus_per_worker * per_pod),

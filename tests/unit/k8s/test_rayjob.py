@@ -135,6 +135,21 @@ def test_strict_pack_is_one_pod_holding_the_gang_and_spread_is_anti_affinity() -
     assert group["rayStartParams"]["resources"] == '"{\\"a100_node\\": 1.0}"'
 
 
+def test_a_tensor_parallel_group_is_one_pod() -> None:
+    gpt = EXAMPLE_JOBS[0].with_name("rotten_tomatoes_gpt.yaml")
+    fields = {
+        "resources.num_workers": 4,
+        "resources.gpus_per_worker": 1,
+        "parallelism": {"zero_stage": 1, "tensor": 2},
+    }
+    _, rayjob = objects(gpt, fields, {})
+    group = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert group["replicas"] == 2  # two groups of two ranks
+    assert group["rayStartParams"]["num-gpus"] == "2"
+    limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "2"
+
+
 def test_checkpoint_credentials_come_from_the_secret() -> None:
     _, rayjob = objects(EXAMPLE_JOBS[0], *VARIANTS["s3-checkpoints"])
     cluster = rayjob["spec"]["rayClusterSpec"]
