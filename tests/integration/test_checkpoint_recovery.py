@@ -10,7 +10,6 @@ and copied into each test that resumes from it (a resume writes into its lineage
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shutil
@@ -27,12 +26,11 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from deepyard.train.dist import free_port
+from deepyard.testing.torchrun import Run, command, execute, kill_tree
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 SPEC = Path(__file__).resolve().parents[2] / "jobs" / "examples" / "digits_cnn.yaml"
-TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 DEEPYARD = [sys.executable, "-m", "deepyard.cli.main", "run", str(SPEC)]
 
 MAX_STEPS = 24  # digits: 1,437 rows / 64 per step = 22 steps an epoch, so one rollover
@@ -58,53 +56,8 @@ WORLD_CHANGE_MEAN_DIFF = 0.03  # |diff| of the mean loss over the resumed steps
 WORLD_CHANGE_EVAL_DIFF = 0.05  # |diff| of the final eval loss
 
 
-@dataclass
-class Run:
-    """One finished command: exit code, its summary (the last stdout line), stderr."""
-
-    code: int
-    summary: dict[str, Any]
-    stderr: str
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.summary["run_dir"])
-
-    def losses(self) -> dict[int, float]:
-        history = pq.read_table(self.run_dir / "history.parquet").to_pydict()
-        return dict(zip(history["step"], history["loss"], strict=True))
-
-    def history(self) -> dict[str, list[Any]]:
-        return pq.read_table(self.run_dir / "history.parquet").to_pydict()
-
-
 def _sets(overrides: list[str]) -> list[str]:
     return [arg for value in overrides for arg in ("--set", value)]
-
-
-def execute(command: list[str], timeout: int) -> Run:
-    """Run `command` to the end; past `timeout`, stop it and everything it started."""
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_tree(proc)
-        raise
-    lines = [line for line in stdout.splitlines() if line.startswith("{")]
-    return Run(proc.returncode, json.loads(lines[-1]) if lines else {}, stderr)
-
-
-def kill_tree(proc: subprocess.Popen[str]) -> None:
-    """SIGKILL a command we started and its descendants (an embedded Ray, torchrun's ranks)."""
-    try:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
-    for member in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            member.kill()
-    psutil.wait_procs(family, timeout=30)
-    proc.communicate(timeout=30)
 
 
 def torchrun(
@@ -117,22 +70,7 @@ def torchrun(
 def torchrun_command(
     out: Path, *overrides: str, workers: int = 2, restart: bool = False
 ) -> list[str]:
-    return [
-        TORCHRUN,
-        "--nproc-per-node",
-        str(workers),
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(free_port()),
-        "-m",
-        "deepyard.train",
-        "--spec",
-        str(SPEC),
-        "--json",
-        *(["--restart"] if restart else []),
-        *_sets([f"output_dir={out}", f"resources.num_workers={workers}", *overrides]),
-    ]
+    return command(SPEC, out, *overrides, workers=workers, restart=restart)
 
 
 def deepyard_run(out: Path, *overrides: str, restart: bool = False, timeout: int = 400) -> Run:

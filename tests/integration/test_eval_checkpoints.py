@@ -19,12 +19,11 @@ import pytest
 from PIL import Image
 
 from deepyard.testing.s3 import moto_s3
-from deepyard.train.dist import free_port
+from deepyard.testing.torchrun import command, execute
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SPEC = Path(__file__).resolve().parents[2] / "jobs" / "examples" / "digits_cnn.yaml"
-TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 DEEPYARD = [sys.executable, "-m", "deepyard.cli.main"]
 STEPS = 6
 
@@ -32,7 +31,6 @@ STEPS = 6
 def train(out: Path, zero: int) -> dict[str, Any]:
     """A short run; returns its summary (the last JSON line rank 0 prints)."""
     overrides = [
-        f"output_dir={out}",
         f"parallelism.zero_stage={zero}",
         "training.epochs=null",
         f"training.max_steps={STEPS}",
@@ -40,25 +38,9 @@ def train(out: Path, zero: int) -> dict[str, Any]:
         "checkpoint.every_steps=3",
         "model.args={width: 8, stages: 2}",
     ]
-    command = [
-        TORCHRUN,
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(free_port()),
-        "-m",
-        "deepyard.train",
-        "--spec",
-        str(SPEC),
-        "--json",
-        *[arg for value in overrides for arg in ("--set", value)],
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=400)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    return dict(json.loads(lines[-1]))
+    run = execute(command(SPEC, out, *overrides), timeout=400)
+    assert run.code == 0, run.stderr[-3000:]
+    return run.summary
 
 
 def deepyard(*args: str) -> subprocess.CompletedProcess[str]:

@@ -20,12 +20,11 @@ from PIL import Image
 
 from deepyard.launch.local import run_job
 from deepyard.tasks.images import grid_size
-from deepyard.train.dist import free_port
+from deepyard.testing.torchrun import command, execute
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "jobs" / "examples"
-TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 SMALL = ["training.epochs=null", "optimizer.warmup_steps=2", "data.batch_size=32"]
 AUTOENCODER = ["model.name=conv-autoencoder", "model.args={width: 8, latent: 8}", *SMALL]
 GAN = ["model.name=dcgan", "model.args={width: 8, latent: 16}", *SMALL]
@@ -101,31 +100,10 @@ RESUME = [
 
 
 def torchrun(out: Path, *overrides: str) -> dict[str, Any]:
-    """`torchrun -m deepyard.train` on 2 ranks; the summary it prints."""
-    sets = [arg for value in [f"output_dir={out}", *overrides] for arg in ("--set", value)]
-    done = subprocess.run(
-        [
-            TORCHRUN,
-            "--nproc-per-node",
-            "2",
-            "--master-addr",
-            "127.0.0.1",
-            "--master-port",
-            str(free_port()),
-            "-m",
-            "deepyard.train",
-            "--spec",
-            str(EXAMPLES / "digits_cnn.yaml"),
-            "--json",
-            *sets,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert lines, done.stderr[-3000:]
-    return json.loads(lines[-1])
+    """`torchrun -m deepyard.train` on 2 ranks; the summary it prints (also when stopped)."""
+    run = execute(command(EXAMPLES / "digits_cnn.yaml", out, *overrides), timeout=400)
+    assert run.summary, run.stderr[-3000:]
+    return run.summary
 
 
 def losses(summary: dict[str, Any]) -> dict[int, float]:

@@ -32,8 +32,11 @@ class Run:
     def run_dir(self) -> Path:
         return Path(self.summary["run_dir"])
 
+    def history(self) -> dict[str, list[Any]]:
+        return dict(pq.read_table(self.run_dir / "history.parquet").to_pydict())
+
     def losses(self) -> dict[int, float]:
-        history = pq.read_table(self.run_dir / "history.parquet").to_pydict()
+        history = self.history()
         return dict(zip(history["step"], history["loss"], strict=True))
 
 
