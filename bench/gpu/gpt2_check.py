@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "bench/out/gpu")
     )
-    parser.add_argument("--corpus", type=Path, default=ROOT / "bench/out/gpu-corpus")
+    parser.add_argument("--corpus", type=Path, default=corpus.DEFAULT_OUT)
     parser.add_argument("--steps", type=int, help="steps per leg (default 100; smoke 8)")
     parser.add_argument("--warmup", type=int, help="steps left out (default 10; smoke 2)")
     parser.add_argument("--peak-flops", type=float, help="per device (default 989e12 on GPU)")
