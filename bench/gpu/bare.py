@@ -168,6 +168,8 @@ def sync(device: torch.device) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     if device.type == "cuda":
+        if device.index is None:  # set_device refuses a device without an index
+            device = torch.device("cuda", 0)
         torch.cuda.set_device(device)
     else:
         torch.set_num_threads(args.threads)
