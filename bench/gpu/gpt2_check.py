@@ -201,15 +201,24 @@ def run_leg(command: list[str], log: Path, timeout_s: float) -> tuple[int | None
             stdout, _ = proc.communicate(timeout=timeout_s)
             code: int | None = proc.returncode
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGINT)  # deepyard run stops its workers and Ray
-            try:
-                stdout, _ = proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                stdout, _ = proc.communicate()
-            code = None
+            stdout, code = stop(proc), None
+        except KeyboardInterrupt:  # run.sh's timeout, or Ctrl-C: stop the leg, then go
+            err.write(stop(proc) + "\ngpt2_check: interrupted\n")
+            raise
         err.write(stdout)
     return code, stdout, time.perf_counter() - started
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    """Ctrl-C to the leg's process group (deepyard run then stops its workers and Ray),
+    SIGKILL if it is still there 30 s later; what it printed."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        stdout, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, _ = proc.communicate()
+    return stdout
 
 
 def last_json(stdout: str) -> Result | None:
@@ -282,6 +291,10 @@ def model_flops_per_token(settings: Settings, corpus_dir: Path) -> float:
         return float(bare.gpt(settings.size, settings.seq, words).flops_per_token(settings.seq))
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def write(out: Path, result: Result) -> None:
     tmp = out / "gpt2_check.json.tmp"
     tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -302,6 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, default=540.0, help="stop starting legs after")
     args = parser.parse_args(argv)
     began = time.perf_counter()
+    # SIGINT and SIGTERM (run.sh's timeout, Ctrl-C) end it with the legs that ran. Set
+    # here, not inherited: a shell starts background commands with SIGINT ignored, and the
+    # legs would inherit that and ignore the Ctrl-C that stops them.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _interrupt)
     settings = SMOKE if args.smoke else GPU
     settings = replace(
         settings,
@@ -323,6 +341,35 @@ def main(argv: list[str] | None = None) -> int:
         "flops_per_token": model_flops_per_token(settings, args.corpus.resolve()),
         "legs": {},
     }
+    try:
+        run_legs(result, legs_wanted, settings, args, began)
+    except KeyboardInterrupt:
+        print("gpt2_check: interrupted; the table shows the legs that ran", flush=True)
+        interrupted = True
+    else:
+        interrupted = False
+    result["ratios"] = figures.add_ratios(
+        result["legs"], settings.peak_flops, result["flops_per_token"]
+    )
+    result["wall_s"] = round(time.perf_counter() - began, 1)
+    result["table"] = figures.table(result)
+    write(args.out, result)
+    for check in result["config_check"]:
+        if not check["same"]:
+            print(f"WARNING: deepyard's DeepSpeed config differs: {check}", flush=True)
+    print(result["table"], flush=True)
+    failed = [n for n in legs_wanted if result["legs"].get(n, {}).get("status") != "ok"]
+    return 130 if interrupted else 1 if failed else 0
+
+
+def run_legs(
+    result: Result,
+    legs_wanted: list[str],
+    settings: Settings,
+    args: argparse.Namespace,
+    began: float,
+) -> None:
+    """Each leg in turn into result["legs"], the JSON rewritten after each."""
     with tempfile.TemporaryDirectory(prefix="gpt2-check-runs-") as runs:
         for name in legs_wanted:
             left = args.budget_s - (time.perf_counter() - began)
@@ -345,18 +392,6 @@ def main(argv: list[str] | None = None) -> int:
             result["legs"][name] = leg
             print(f"gpt2_check: {name} {leg['status']} in {leg['wall_s']} s", flush=True)
             write(args.out, result)  # what ran so far, should the whole call be cut off
-    result["ratios"] = figures.add_ratios(
-        result["legs"], settings.peak_flops, result["flops_per_token"]
-    )
-    result["wall_s"] = round(time.perf_counter() - began, 1)
-    result["table"] = figures.table(result)
-    write(args.out, result)
-    for check in result["config_check"]:
-        if not check["same"]:
-            print(f"WARNING: deepyard's DeepSpeed config differs: {check}", flush=True)
-    print(result["table"], flush=True)
-    failed = [n for n, leg in result["legs"].items() if leg.get("status") != "ok"]
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -25,11 +25,14 @@ SMOKE_ROWS = 4 * 128  # the smoke mode's micro-batch x row length: full rows
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(480)]
 
 
-def _python(*args: str, timeout: float = 420) -> subprocess.CompletedProcess[str]:
+def _python(*args: str, timeout: float = 420, **env_extra: str) -> subprocess.CompletedProcess[str]:
+    """Run `args` with this interpreter (or a command, when args[0] is "bash")."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), *sys.path])}
     env.pop("RAY_ADDRESS", None)
+    env.update(env_extra)
+    command = list(args) if args[0] == "bash" else [sys.executable, *args]
     return subprocess.run(
-        [sys.executable, *args],
+        command,
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -97,15 +100,17 @@ def test_smoke_runs_every_leg_and_reports_ratios_of_measured_figures(
     small_corpus: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
+    # run.sh, the device's one command: without a .whl folder it uses what is installed.
     done = _python(
-        str(GPU / "gpt2_check.py"),
+        "bash",
+        str(GPU / "run.sh"),
         "--smoke",
         "--corpus",
         str(small_corpus),
-        "--out",
-        str(out),
         "--peak-flops",
         "1e12",
+        PYTHON=sys.executable,
+        OUT=str(out),
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result: dict[str, Any] = json.loads((out / "gpt2_check.json").read_text())
@@ -113,7 +118,7 @@ def test_smoke_runs_every_leg_and_reports_ratios_of_measured_figures(
     assert list(legs) == LEGS
     assert all(leg["status"] == "ok" for leg in legs.values()), legs
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["gpt2_check.json", *(f"{leg}.log" for leg in LEGS)]
+        ["gpt2_check.json", "gpt2_check.log", *(f"{leg}.log" for leg in LEGS)]
     )
     fpt = result["flops_per_token"]
     for name, leg in legs.items():
