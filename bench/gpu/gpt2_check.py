@@ -46,6 +46,7 @@ from typing import Any
 
 import corpus  # bench/gpu/corpus.py (this script's folder is on sys.path)
 import figures  # bench/gpu/figures.py
+import procs  # bench/gpu/procs.py
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = ROOT / "jobs/examples/gpt2_small.yaml"
@@ -180,69 +181,22 @@ def leg_command(name: str, settings: Settings, corpus_dir: Path, runs: Path) -> 
     ]
 
 
-def run_leg(command: list[str], log: Path, timeout_s: float) -> tuple[int | None, str, float]:
-    """(exit code or None on timeout, stdout, seconds); stderr (and stdout) go to `log`."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)  # an embedded Ray, never someone's cluster
-    started = time.perf_counter()
-    with log.open("w") as err:
-        err.write("$ " + " ".join(command) + "\n")
-        err.flush()
-        proc = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            start_new_session=True,  # its own process group: stopped as a whole on timeout
-        )
-        try:
-            stdout, _ = proc.communicate(timeout=timeout_s)
-            code: int | None = proc.returncode
-        except subprocess.TimeoutExpired:
-            stdout, code = stop(proc), None
-        except KeyboardInterrupt:  # run.sh's timeout, or Ctrl-C: stop the leg, then go
-            err.write(stop(proc) + "\ngpt2_check: interrupted\n")
-            raise
-        err.write(stdout)
-    return code, stdout, time.perf_counter() - started
-
-
-def stop(proc: subprocess.Popen[str]) -> str:
-    """Ctrl-C to the leg's process group (deepyard run then stops its workers and Ray),
-    SIGKILL if it is still there 30 s later; what it printed."""
-    os.killpg(proc.pid, signal.SIGINT)
-    try:
-        stdout, _ = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, _ = proc.communicate()
-    return stdout
-
-
-def last_json(stdout: str) -> Result | None:
-    for line in reversed(stdout.splitlines()):
-        if line.startswith("{"):
-            try:
-                found: Result = json.loads(line)
-                return found
-            except json.JSONDecodeError:
-                continue
-    return None
-
-
 def measure(
     name: str, settings: Settings, corpus_dir: Path, runs: Path, out: Path, timeout_s: float
 ) -> Result:
+    runs = runs / name  # this leg's run records (deleted at the end: checkpoints are big)
     command = leg_command(name, settings, corpus_dir, runs)
-    code, stdout, wall_s = run_leg(command, out / f"{name}.log", timeout_s)
-    result: Result = {"leg": name, "wall_s": round(wall_s, 1), "log": f"{name}.log"}
+    log = out / f"{name}.log"
+    code, stdout, wall_s = procs.run_leg(command, ROOT, log, timeout_s)
+    result: Result = {"leg": name, "wall_s": round(wall_s, 1), "log": log.name}
+    with log.open("a") as end:  # a failed run's worker traceback, kept past the temp dir
+        for error in sorted(runs.rglob("error.txt")):
+            end.write(f"\n--- {error.name} of the run ---\n{error.read_text(errors='replace')}")
     if code != 0:
         why = f"ran past {timeout_s:.0f} s" if code is None else f"exit code {code}"
         tail = (out / f"{name}.log").read_text(errors="replace").strip().splitlines()[-5:]
         return {**result, "status": "failed", "error": f"{why}; " + " | ".join(tail)}
-    summary = last_json(stdout)
+    summary = procs.last_json(stdout)
     if summary is None:
         return {**result, "status": "failed", "error": "printed no JSON result"}
     if not name.startswith("deepyard"):
@@ -373,12 +327,9 @@ def run_legs(
     with tempfile.TemporaryDirectory(prefix="gpt2-check-runs-") as runs:
         for name in legs_wanted:
             left = args.budget_s - (time.perf_counter() - began)
-            if left < 40:  # too little for a leg to start and run
-                result["legs"][name] = {
-                    "leg": name,
-                    "status": "failed",
-                    "error": f"skipped: --budget-s {args.budget_s:.0f} spent",
-                }
+            skip = skip_reason(result["legs"], name, left, args.budget_s)
+            if skip:
+                result["legs"][name] = {"leg": name, "status": "failed", "error": skip}
                 continue
             print(f"gpt2_check: {name} ...", flush=True)
             leg = measure(
@@ -392,6 +343,16 @@ def run_legs(
             result["legs"][name] = leg
             print(f"gpt2_check: {name} {leg['status']} in {leg['wall_s']} s", flush=True)
             write(args.out, result)  # what ran so far, should the whole call be cut off
+
+
+def skip_reason(done: dict[str, Result], name: str, left_s: float, budget_s: float) -> str:
+    """Why not to start leg `name` ("" to start it)."""
+    if left_s < 40:  # too little for a leg to start and run
+        return f"skipped: --budget-s {budget_s:.0f} spent"
+    starved = [n for n, leg in done.items() if "waiting for resources" in leg.get("error", "")]
+    if name.startswith("deepyard") and starved:  # Ray saw no GPU: the next would wait too
+        return f"skipped: {starved[0]} never got its Ray resources (see its log)"
+    return ""
 
 
 if __name__ == "__main__":
