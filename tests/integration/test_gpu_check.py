@@ -45,18 +45,15 @@ def _python(*args: str, timeout: float = 420, **env_extra: str) -> subprocess.Co
 @pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("corpus")
-    done = _python(
-        str(GPU / "corpus.py"),
-        "--out",
-        str(out),
-        "--train-rows",
-        "40",
-        "--eval-rows",
-        "8",
-        timeout=120,
-    )
+    done = _corpus(out)
     assert done.returncode == 0, done.stderr
     return out
+
+
+def _corpus(out: Path) -> subprocess.CompletedProcess[str]:
+    """A small corpus: 40 training documents, 8 eval ones."""
+    args = ["--out", str(out), "--train-rows", "40", "--eval-rows", "8"]
+    return _python(str(GPU / "corpus.py"), *args, timeout=120)
 
 
 class _Untruncated:
@@ -81,16 +78,7 @@ def test_corpus_rows_are_full_1024_token_rows_and_seeded(
     assert record["splits"]["train"]["min_tokens"] >= 1024
     # The same arguments write the same bytes.
     again = tmp_path / "again"
-    done = _python(
-        str(GPU / "corpus.py"),
-        "--out",
-        str(again),
-        "--train-rows",
-        "40",
-        "--eval-rows",
-        "8",
-        timeout=120,
-    )
+    done = _corpus(again)
     assert done.returncode == 0, done.stderr
     for name in ("train.parquet", "eval.parquet", "tokenizer.json"):
         assert (again / name).read_bytes() == (small_corpus / name).read_bytes(), name

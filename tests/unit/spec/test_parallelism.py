@@ -28,6 +28,17 @@ def gpt(workers: int, parallelism: str, args: str = "{size: tiny}") -> str:
     return text + f"resources:\n  num_workers: {workers}\nparallelism:\n{parallelism}"
 
 
+def feature_job(model: str, dataset: str, parallelism: str) -> str:
+    """A 2-worker job of `model` on a packaged `dataset`, with these parallelism fields."""
+    return f"""name: {model}
+model: {{name: {model}}}
+data: {{dataset: {dataset}, batch_size: 8}}
+training: {{max_steps: 5}}
+resources: {{num_workers: 2}}
+parallelism: {{{parallelism}}}
+"""
+
+
 def error(text: str) -> str:
     with pytest.raises(SpecError) as info:
         load_text(text, "job.yaml")
@@ -78,27 +89,13 @@ def test_a_deeper_model_takes_more_stages() -> None:
 
 
 def test_models_without_layers_name_the_ones_with() -> None:
-    text = """name: mlp
-model: {name: mlp}
-data: {dataset: digits, batch_size: 8}
-training: {max_steps: 5}
-resources: {num_workers: 2}
-parallelism: {pipeline: 2}
-"""
-    message = error(text)
+    message = error(feature_job("mlp", "digits", "pipeline: 2"))
     assert "model 'mlp' does not expose its layers as a sequence" in message
     assert "gpt" in message
 
 
 def test_a_gan_cannot_be_staged() -> None:
-    text = """name: gan
-model: {name: dcgan}
-data: {dataset: fashion-mnist, batch_size: 8}
-training: {max_steps: 5}
-resources: {num_workers: 2}
-parallelism: {pipeline: 2}
-"""
-    message = error(text)
+    message = error(feature_job("dcgan", "fashion-mnist", "pipeline: 2"))
     assert "trains as a gan task, which runs several engines" in message
 
 
@@ -120,14 +117,7 @@ def test_tensor_degree_must_divide_the_heads() -> None:
 
 
 def test_tensor_parallelism_needs_a_model_with_a_plan() -> None:
-    text = """name: cnn
-model: {name: cnn}
-data: {dataset: digits, batch_size: 8}
-training: {max_steps: 5}
-resources: {num_workers: 2}
-parallelism: {tensor: 2}
-"""
-    message = error(text)
+    message = error(feature_job("cnn", "digits", "tensor: 2"))
     assert "model cnn has no tensor-parallel plan (models that have one: gpt)" in message
 
 
