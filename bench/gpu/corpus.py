@@ -8,9 +8,8 @@ so that a job with `data.tokenizer.max_length: 1024` trains on full rows: no pad
 every row exactly 1,024 tokens after truncation. Training documents are drawn from the
 training snippets, evaluation documents from the held-out ones.
 
-Writes OUT/train.parquet and OUT/eval.parquet (a `text` column, and a `label` column of
-zeros: the language-modeling task never reads it, but deepyard's data check asks for one),
-OUT/tokenizer.json (a copy of the tokenizer, so that a machine without the tokenizer's
+Writes OUT/train.parquet and OUT/eval.parquet (one `text` column: a language model reads
+no labels), OUT/tokenizer.json (a copy of the tokenizer, so that a machine without the tokenizer's
 package reads the rows through `data.tokenizer.path`) and OUT/corpus.json (what was
 written, with checksums). The same arguments always write the same files.
 
@@ -111,8 +110,7 @@ def write(out: Path, train_rows: int, eval_rows: int, min_tokens: int, seed: int
     for split, rows, split_seed in (("train", train_rows, seed), ("eval", eval_rows, seed + 1)):
         docs, lengths = documents(snippets(split), tokenizer, rows, min_tokens, split_seed)
         path = out / f"{split}.parquet"
-        # `label`: unread by the language-modeling task, but deepyard's data check wants one.
-        columns = {"text": pa.array(docs, pa.string()), "label": pa.array([0] * rows, pa.int64())}
+        columns = {"text": pa.array(docs, pa.string())}  # a language model reads no labels
         pq.write_table(pa.table(columns), path, compression="zstd")
         record["splits"][split] = {
             "file": path.name,

@@ -38,7 +38,7 @@ WORDS = SENTENCE.split()
 def text_split(path: Path, rows: int, seed: int) -> str:
     rng = random.Random(seed)
     texts = [" ".join(rng.choices(WORDS, k=rng.randint(6, 20))) for _ in range(rows)]
-    pq.write_table(pa.table({"text": texts, "label": [0] * rows}), path)
+    pq.write_table(pa.table({"text": texts}), path)  # a language model reads no labels
     return str(path)
 
 

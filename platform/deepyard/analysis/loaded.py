@@ -167,7 +167,12 @@ def _from_training_data(spec: JobSpec, tokenizer: Any) -> ModelData:
 
     train_uri, _ = resolve_sources(spec.data)
     source = ParquetSource(
-        train_uri, spec.data.features, spec.data.label, text=spec.data.text, tokenizer=tokenizer
+        train_uri,
+        spec.data.features,
+        spec.data.label,
+        text=spec.data.text,
+        tokenizer=tokenizer,
+        label_kind=tasks.info(spec.task_name).labels,
     )
     vocab = None
     if source.tokenizer is not None and source.pad_id is not None:

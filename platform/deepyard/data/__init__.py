@@ -49,5 +49,5 @@ def read_eval_split(
     if tokenizer is not None and data_spec.text is not None:
         from deepyard.data.text import read_text_split
 
-        return read_text_split(uri, data_spec.text, data_spec.label, tokenizer)
+        return read_text_split(uri, data_spec.text, data_spec.label, tokenizer, label_kind)
     return read_split(uri, data_spec.features, data_spec.label, label_kind)

@@ -123,15 +123,20 @@ def read_labelled(
     """A whole split read for evaluation: its table (`column`, `label`), the labels as
     int64, the number of classes (the file's metadata, else the largest label + 1) and the
     metadata. `field` names the spec field to fix when the split is empty. With
-    `label_kind="values"` the labels are float32 and the number of classes is 1."""
-    dataset = check_columns(uri, [column, label])
+    `label_kind="values"` the labels are float32 and the number of classes is 1; with
+    `label_kind="none"` a missing label column reads as zeros (one class)."""
+    dataset = check_columns(uri, [column] if label_kind == "none" else [column, label])
+    if label not in dataset.schema.names:
+        label = ""
     try:
-        table = dataset.to_table(columns=[column, label])
+        table = dataset.to_table(columns=[column, label] if label else [column])
     except (OSError, pa.ArrowInvalid) as exc:
         raise DataError(f"cannot read {uri}: {exc}; the file may be corrupt or truncated") from exc
     if table.num_rows == 0:
         raise DataError(f"{uri} has no rows; point {field} at a non-empty dataset")
     meta = dataset.schema.metadata or {}
+    if not label:
+        return table, np.zeros(table.num_rows, dtype=np.int64), 1, meta
     if label_kind == "values":
         return table, values_to_numpy(table.column(label), uri, label), 1, meta
     ids = labels_to_numpy(table.column(label), uri, label)

@@ -68,7 +68,11 @@ class ParquetSource:
         # Text mode: ids padded per batch with this id (deepyard.data.text.pad_batch).
         self.pad_id = None if tokenizer is None else text_ids.pad_id(tokenizer)
         self._inputs = features if text is None else text
-        dataset = check_columns(uri, [label] if text else [features, label])
+        # A task that reads no labels (a language model's targets are its next tokens)
+        # does not need the column; where it is there, it is read as usual.
+        needs_label = [] if label_kind == "none" else [label]
+        dataset = check_columns(uri, needs_label if text else [features, *needs_label])
+        self.has_labels = label in dataset.schema.names
         if text is not None and text not in dataset.schema.names:
             raise DataError(
                 f"column {text} not found; the dataset has: {', '.join(dataset.schema.names)} "
@@ -113,7 +117,7 @@ class ParquetSource:
 
     @cached_property
     def num_classes(self) -> int:
-        if self.label_kind == "values":
+        if self.label_kind == "values" or not self.has_labels:
             return 1
         meta = self.schema.metadata or {}
         if CLASSES_KEY in meta:
@@ -131,9 +135,14 @@ class ParquetSource:
 
         In text mode the inputs are each row's token ids: an (n,) object array of int64
         arrays of different lengths (truncated, not padded)."""
-        table = self._read_table(groups, [self._inputs, self.label])
+        columns = [self._inputs, self.label] if self.has_labels else [self._inputs]
+        table = self._read_table(groups, columns)
         where = groups[0].path if len(groups) == 1 else self.uri
-        labels = labels_to_numpy(table.column(1), where, self.label, self.label_kind)
+        labels = (
+            labels_to_numpy(table.column(1), where, self.label, self.label_kind)
+            if self.has_labels
+            else np.zeros(table.num_rows, dtype=np.int64)
+        )
         if self.tokenizer is None:
             return features_to_numpy(table.column(0), where, self.features), labels
         texts = texts_of(table.column(0), where, self._inputs)

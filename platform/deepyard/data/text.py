@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
     from deepyard.data.parquet import TensorData
+    from deepyard.tasks.catalog import LabelKind
 
 TOKENIZER_FILE = "tokenizer.json"
 INSTALL_TEXT = "pip install 'deepyard[text]'"
@@ -149,13 +150,16 @@ def _shallowest(paths: Iterable[Path]) -> Path | None:
     return found[0] if found else None
 
 
-def read_text_split(uri: str, text: str, label: str, tokenizer: Tokenizer) -> TensorData:
+def read_text_split(
+    uri: str, text: str, label: str, tokenizer: Tokenizer, label_kind: LabelKind = "classes"
+) -> TensorData:
     """A whole text split in memory for evaluation: ids (N, L) int64 padded with the pad id
-    to the longest row (L <= max_length), labels (N,) int64."""
+    to the longest row (L <= max_length), labels (N,) int64 (zeros for a task that reads
+    none, when the split has no label column)."""
     from deepyard.data.parquet import TensorData, read_labelled
     from deepyard.data.source import texts_of
 
-    table, labels, num_classes, _ = read_labelled(uri, text, label, "data.eval")
+    table, labels, num_classes, _ = read_labelled(uri, text, label, "data.eval", label_kind)
     pad = pad_id(tokenizer)
     ids, _ = pad_batch(list(encode(tokenizer, texts_of(table.column(text), uri, text))), pad)
     return TensorData(ids, torch.from_numpy(labels), (int(ids.shape[1]),), num_classes, pad_id=pad)

@@ -14,6 +14,7 @@ def check_data_paths(
     """Local Parquet sources must exist and hold the named columns; remote URIs are
     checked by the workers that read them. `where(loc)` is the `FILE:LINE: ` prefix."""
     from deepyard.data import parquet
+    from deepyard.tasks.catalog import info
 
     problems = []
     for field in ("train", "eval"):
@@ -22,10 +23,12 @@ def check_data_paths(
             continue
         try:
             inputs = spec.data.text or spec.data.features  # a text column replaces features
+            # A task that reads no labels (a language model) needs no label column.
+            labels = [] if info(spec.task_name).labels == "none" else [spec.data.label]
             if spec.data.window is not None:  # a series: windowing makes features and label
                 parquet.check_columns(uri, [spec.data.window.column])
             else:
-                parquet.check_columns(uri, [inputs, spec.data.label])
+                parquet.check_columns(uri, [inputs, *labels])
         except DataError as exc:
             problems.append(f"{where(('data', field))}data.{field} = {uri!r}: {exc}")
     if problems:

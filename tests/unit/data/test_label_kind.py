@@ -81,3 +81,17 @@ def test_ray_engine_decodes_values() -> None:
     assert batch["labels"].dtype == np.float32 and batch["labels"].tolist() == [0.5, 1.5]
     with pytest.raises(DataError, match="integer class ids"):
         decode_batch(table, "features", "label", "t.parquet")
+
+
+def test_a_task_without_labels_reads_data_without_a_label_column(tmp_path: Path) -> None:
+    """A language model's targets are its next tokens: its Parquet needs no label column
+    (a reconstruction task's features likewise); a classifier still does."""
+    uri = str(tmp_path / "unlabelled.parquet")
+    pq.write_table(pa.table({"features": [[1.0, 2.0], [3.0, 4.0]]}), uri)
+    source = ParquetSource(uri, "features", "label", label_kind="none")
+    inputs, labels = source.read(source.row_groups)
+    assert inputs.shape == (2, 2) and labels.tolist() == [0, 0]
+    assert source.num_classes == 1
+    assert read_split(uri, "features", "label", "none").labels.tolist() == [0, 0]
+    with pytest.raises(DataError, match="column label not found"):
+        ParquetSource(uri, "features", "label")

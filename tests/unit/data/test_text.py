@@ -229,3 +229,21 @@ def test_a_text_column_that_is_not_strings_is_a_data_error(tmp_path: Path) -> No
     pq.write_table(pa.table({"text": [1, 2, 3, 4], "label": [0, 1, 0, 1]}), path)
     with pytest.raises(DataError, match="text column 'text' has type int64"):
         batches(text_source(path), 1)
+
+
+def test_a_language_model_needs_no_label_column_and_a_classifier_does(tmp_path: Path) -> None:
+    path = tmp_path / "unlabelled.parquet"
+    pq.write_table(pa.table({"text": [row_text(r) for r in range(ROWS)]}), path)
+    data = (
+        f"  train: {path}\n  eval: {path}\n  text: text\n"
+        f"  tokenizer: {{package: {PACKAGE}, max_length: {MAX_LENGTH}}}\n"
+    )
+    gpt = spec_text(data).replace("name: mlp", "name: gpt\n  args: {size: tiny}")
+    assert load_text(gpt, "job.yaml").data.text == "text"
+    evaluation = read_text_split(
+        str(path), "text", "label", load_tokenizer(tokenizer_spec()), "none"
+    )
+    assert evaluation.labels.tolist() == [0] * ROWS
+    classifier = spec_text(data).replace("name: mlp", "name: transformer")
+    with pytest.raises(SpecError, match="column label not found"):
+        load_text(classifier, "job.yaml")
