@@ -19,6 +19,7 @@ from deepyard.checkpoint.store import Store
 from deepyard.errors import CheckpointError, ClusterShrunk, DataError, DeepyardError, SpecError
 from deepyard.spec import JobSpec
 from deepyard.train.plan import AttemptPlan
+from deepyard.train.topology import Layout
 
 Warn = Callable[[str], None]
 # The user must act on these; a restart would fail the same way.
@@ -82,6 +83,28 @@ def _check_resumable(spec: JobSpec, manifest: dict[str, Any], where: str) -> Non
                 f"now has {field_name}={mine[field_name]}; resume with the same {field_name}, "
                 "or pass --restart to start a new checkpoint lineage (the old one is kept)"
             )
+    _same_model_split(spec, manifest)
+
+
+def _same_model_split(spec: JobSpec, manifest: dict[str, Any]) -> None:
+    """Pipeline stages and tensor slices are saved per rank: such a checkpoint resumes only
+    on the same layout (ZeRO-sharded data parallelism alone converts, see `restore`)."""
+    saved = {"data": manifest["world_size"], "pipeline": 1, "tensor": 1}
+    saved.update(manifest.get("parallelism") or {})
+    now = Layout.of(spec).describe()
+    split = max(saved["pipeline"], saved["tensor"], now["pipeline"], now["tensor"]) > 1
+    if saved != now and split:
+        raise CheckpointError(
+            f"the checkpoint at step {manifest.get('step')} was saved with parallelism "
+            f"{_layout(saved)}, and this run asks for {_layout(now)}; a model cut into "
+            "pipeline stages or tensor slices resumes only on the layout it was saved "
+            f"with: set parallelism and resources.num_workers back, or start over with "
+            "--restart"
+        )
+
+
+def _layout(layout: dict[str, int]) -> str:
+    return f"data {layout['data']} x pipeline {layout['pipeline']} x tensor {layout['tensor']}"
 
 
 @dataclass

@@ -18,7 +18,6 @@ from deepyard.checkpoint.retention import RetentionPolicy
 from deepyard.checkpoint.store import Store
 from deepyard.checkpoint.writer import Checkpointer
 from deepyard.data import engines
-from deepyard.errors import CheckpointError
 from deepyard.spec import JobSpec
 from deepyard.train.dist import WorkerContext
 from deepyard.train.engine import use_optimizer_values
@@ -107,7 +106,6 @@ def _resume(
     started = time.perf_counter()
     resume = plan.resume
     assert resume is not None and resume.manifest is not None
-    _same_model_split(spec, resume.manifest)
     download = staging_dir(plan, ctx.rank) / "resume"
     saved_dir = load_dir = restore.local_copy(store, resume, download)
     universal = staging_dir(plan) / "universal"
@@ -151,27 +149,6 @@ def _resume(
             "t": time.time(),
         }
     )
-
-
-def _same_model_split(spec: JobSpec, manifest: dict[str, Any]) -> None:
-    """Pipeline stages and tensor slices are saved per rank: such a checkpoint resumes only
-    on the same layout (ZeRO-sharded data parallelism alone converts, see `restore`)."""
-    saved = {"data": manifest["world_size"], "pipeline": 1, "tensor": 1}
-    saved.update(manifest.get("parallelism") or {})
-    now = Layout.of(spec).describe()
-    split = max(saved["pipeline"], saved["tensor"], now["pipeline"], now["tensor"]) > 1
-    if saved != now and split:
-        raise CheckpointError(
-            f"the checkpoint at step {manifest.get('step')} was saved with parallelism "
-            f"{_layout(saved)}, and this run asks for {_layout(now)}; a model cut into "
-            "pipeline stages or tensor slices resumes only on the layout it was saved "
-            f"with: set parallelism and resources.num_workers back, or start over with "
-            "--restart"
-        )
-
-
-def _layout(layout: dict[str, int]) -> str:
-    return f"data {layout['data']} x pipeline {layout['pipeline']} x tensor {layout['tensor']}"
 
 
 def save(
