@@ -206,10 +206,9 @@ def build_parts(
         model, source.input_shape, spec.data.text is not None
     )
     # The ranks of one replica (its pipeline stages, its tensor-parallel group) share
-    # rows; dropout differs between replicas. A tensor-parallel group must draw the same
-    # masks: its ranks hold the residual stream whole, and it would drift apart.
+    # rows and dropout masks; replicas differ.
     layout = Layout.of(spec)
-    _seed_everything(spec.training.seed + layout.replica(ctx.rank))
+    _seed_everything(layout.dropout_seed(spec.training.seed, ctx.rank))
     request = engines.LoaderRequest(
         source,
         layout.replica(ctx.rank),

@@ -29,6 +29,7 @@ from torch import nn
 
 from deepyard.models import tensor_plans
 from deepyard.models.tensor_plans import Split, TensorPlan
+from deepyard.train.topology import Layout
 
 
 def check(model_name: str, args: dict[str, Any], tensor: int, pipeline: int = 1) -> None:
@@ -109,10 +110,10 @@ def deepspeed_section(
 def data_parallel_coords(rank: int, world: int, tensor: int) -> tuple[int, int]:
     """(dp_rank, dp_size) of global `rank`: the data shard it reads and how many there
     are. Ranks of one tensor-parallel group get the same dp_rank."""
-    _check_world(world, tensor)
+    layout = _layout(world, tensor)
     if not 0 <= rank < world:
         raise ValueError(f"rank {rank} is outside a world of {world} ranks")
-    return rank // tensor, world // tensor
+    return layout.replica(rank), layout.data
 
 
 def dropout_seed(seed: int, rank: int, world: int, tensor: int) -> int:
@@ -120,8 +121,9 @@ def dropout_seed(seed: int, rank: int, world: int, tensor: int) -> int:
     data-parallel rank, not per global rank. The ranks of one tensor-parallel group hold
     the same activations outside the split layers (the residual stream, the embedding
     output); drawing different dropout masks there would make those activations, and
-    then the weights every rank holds whole, drift apart without any error."""
-    return seed + data_parallel_coords(rank, world, tensor)[0]
+    then the weights every rank holds whole, drift apart without any error. The training
+    loop seeds through the same `Layout.dropout_seed`."""
+    return _layout(world, tensor).dropout_seed(seed, rank)
 
 
 def tensor_parallel_groups(world: int, tensor: int) -> list[list[int]]:
@@ -187,6 +189,12 @@ def _plan(model_name: str, tensor: int) -> TensorPlan:
             "data parallelism (ZeRO) for it"
         )
     return plan
+
+
+def _layout(world: int, tensor: int) -> Layout:
+    """The job's rank layout without pipeline stages (deepyard.train.topology)."""
+    _check_world(world, tensor)
+    return Layout(world // tensor, tensor=tensor)
 
 
 def _check_world(world: int, tensor: int) -> None:

@@ -41,6 +41,13 @@ class Layout:
         """The data-parallel replica this rank belongs to: the shard of rows it reads."""
         return (rank // self.tensor) % self.data
 
+    def dropout_seed(self, seed: int, rank: int) -> int:
+        """This rank's seed for random draws while training (dropout): one per replica.
+        A tensor-parallel group holds the residual stream whole on every rank; drawing
+        different masks there would make the weights it holds whole drift apart with no
+        error. Without model parallelism: seed + rank, as always."""
+        return seed + self.replica(rank)
+
     def counts(self, rank: int) -> bool:
         """Whether this rank's rows count toward throughput: one rank per replica (the
         others read the same rows)."""
