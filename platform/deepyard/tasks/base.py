@@ -107,8 +107,7 @@ class Task:
             inputs, labels = next_batch()
             started = time.perf_counter()
             inputs, labels = to_device(inputs, device, dtype), labels.to(device)
-            if inputs.dtype == torch.long:  # token ids, padded per batch with pad_id
-                tokens += int((inputs != pad_id).sum()) if pad_id is not None else inputs.numel()
+            tokens += count_tokens(inputs, pad_id)
             loss = self.loss(engine(inputs), inputs, labels, **pad_argument(pad_id))
             forward_s += time.perf_counter() - started  # on GPU: launch time, a weaker proxy
             engine.backward(loss)
@@ -128,6 +127,13 @@ class Task:
     ) -> Evaluation:
         """The whole eval split, scored on every rank's rows (exact, not averaged)."""
         return run_eval(self, engine, data, rank, world_size, batch_size, device, dtype)
+
+
+def count_tokens(inputs: torch.Tensor, pad_id: int | None) -> int:
+    """Real tokens in a batch of token ids (padded per batch with pad_id); 0 for features."""
+    if inputs.dtype != torch.long:
+        return 0
+    return int((inputs != pad_id).sum()) if pad_id is not None else inputs.numel()
 
 
 def to_device(inputs: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

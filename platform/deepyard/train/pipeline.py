@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from deepyard.tasks.base import StepResult, Task, to_device
+from deepyard.tasks.base import StepResult, Task, count_tokens, to_device
 from deepyard.train.evaluate import pad_argument
 
 PARTITION = {"parameters": "parameters", "layers": "uniform"}  # spec → DeepSpeed's method
@@ -152,8 +152,7 @@ def train_step(
     for _ in range(accumulation):
         inputs, labels = next_batch()
         inputs = to_device(inputs, device, dtype)
-        if inputs.dtype == torch.long:
-            tokens += int((inputs != pad_id).sum()) if pad_id is not None else inputs.numel()
+        tokens += count_tokens(inputs, pad_id)
         micro.append((inputs, (inputs, labels.to(device))))
     loss = engine.train_batch(iter(micro))
     # Forward and backward interleave in the 1F1B schedule: the step is the finest time.
