@@ -50,10 +50,13 @@ def open_lineage(store: Store, job: str, spec_hash: str, restart: bool) -> tuple
     return name, True
 
 
-def newest_valid(store: Store, lineage: str, warn: Warn) -> Checkpoint | None:
-    """The newest published checkpoint whose files all verify; warns about each one skipped."""
+def newest_valid(
+    store: Store, lineage: str, warn: Warn, at_most: int | None = None
+) -> Checkpoint | None:
+    """The newest published checkpoint whose files all verify (of those at step `at_most`
+    or before, when given); warns about each one skipped."""
     for checkpoint in reversed(checkpoints(store, lineage)):
-        if not checkpoint.published:
+        if not checkpoint.published or (at_most is not None and checkpoint.step > at_most):
             continue
         bad = problems(store, checkpoint.prefix, checkpoint.manifest)
         if not bad:
