@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from deepyard.checkpoint.manifest import (
     LINEAGE,
@@ -50,13 +50,21 @@ def open_lineage(store: Store, job: str, spec_hash: str, restart: bool) -> tuple
     return name, True
 
 
-def newest_valid(
-    store: Store, lineage: str, warn: Warn, at_most: int | None = None
-) -> Checkpoint | None:
-    """The newest published checkpoint whose files all verify (of those at step `at_most`
-    or before, when given); warns about each one skipped."""
-    for checkpoint in reversed(checkpoints(store, lineage)):
-        if not checkpoint.published or (at_most is not None and checkpoint.step > at_most):
+def newest_valid(store: Store, lineage: str, warn: Warn) -> Checkpoint | None:
+    """The newest published checkpoint whose files all verify; warns about each one skipped."""
+    return _first_valid(store, reversed(checkpoints(store, lineage)), warn)
+
+
+def nearest_valid(store: Store, lineage: str, step: int, warn: Warn) -> Checkpoint | None:
+    """The published checkpoint at `step` if it verifies, else the verified one nearest to
+    it (the earlier of two as near); warns about each one skipped."""
+    by_distance = sorted(checkpoints(store, lineage), key=lambda c: (abs(c.step - step), c.step))
+    return _first_valid(store, by_distance, warn)
+
+
+def _first_valid(store: Store, candidates: Iterable[Checkpoint], warn: Warn) -> Checkpoint | None:
+    for checkpoint in candidates:
+        if not checkpoint.published:
             continue
         bad = problems(store, checkpoint.prefix, checkpoint.manifest)
         if not bad:
