@@ -1,7 +1,8 @@
 """Model parallelism on real processes (torchrun, gloo): a GPT cut into 2 DeepSpeed
 pipeline stages, or split 2 ways by tensor parallelism (AutoTP), trains the same loss
 curve as one process and resumes from a checkpoint exactly; pipelines report their
-stages, and a checkpoint refuses to resume on another layout."""
+stages; a pipeline checkpoint resumes on another layout on the same curve, and a
+tensor-parallel one refuses to."""
 
 from __future__ import annotations
 
@@ -121,13 +122,14 @@ def test_stages_split_by_parameters_or_by_layer_count(runs: Runs) -> None:
         "by-count", "parallelism.pipeline=2", "parallelism.pipeline_partition=layers"
     )
     assert by_count.code == 0, by_count.stderr[-3000:]
-    # embedding, 4 blocks, final norm, tied head = 7 layers
-    assert [s["layers"] for s in by_count.summary["pipeline_stages"]] == [[0, 4], [4, 7]]
+    # token lookup, positions, 4 blocks, final norm, tied head = 8 layers
+    assert [s["layers"] for s in by_count.summary["pipeline_stages"]] == [[0, 4], [4, 8]]
     stages = by_params.summary["pipeline_stages"]
-    assert stages[0]["kinds"][0] == "TokenEmbedding" and stages[-1]["kinds"][-1] == "Linear"
+    assert stages[0]["kinds"][:2] == ["TokenLookup", "AddPositions"]
+    assert stages[-1]["kinds"][-1] == "Linear"
     # Both ends hold the tied 30,522 x 32 vocabulary matrix, which outweighs the blocks:
     # balanced by parameters, each stage takes one end and two blocks.
-    assert [s["layers"] for s in stages] == [[0, 3], [3, 7]]
+    assert [s["layers"] for s in stages] == [[0, 4], [4, 8]]
     assert stages[0]["parameters"] == pytest.approx(stages[1]["parameters"], rel=0.01)
 
 
@@ -152,16 +154,56 @@ def test_preempted_pipeline_resumes_exactly(runs: Runs, tmp_path: Path) -> None:
     assert resumed.summary["eval"] == whole.summary["eval"]
 
 
-def test_a_pipeline_checkpoint_is_not_resumed_on_another_layout(runs: Runs, tmp_path: Path) -> None:
-    _, out = runs.get("preempted", "parallelism.pipeline=2", "faults=[{kind: sigterm, step: 4}]")
+PREEMPT = "faults=[{kind: sigterm, step: 4}]"
+
+
+@pytest.mark.parametrize(
+    ("saved", "resume_as"),
+    [
+        (("preempted", "parallelism.pipeline=2", 2), ("parallelism.pipeline=1", 1)),
+        (("single-preempted", "parallelism.pipeline=1", 1), ("parallelism.pipeline=2", 2)),
+    ],
+    ids=["two-stages-to-one-worker", "one-worker-to-two-stages"],
+)
+def test_a_checkpoint_moves_between_pipeline_layouts_on_the_same_curve(
+    runs: Runs, tmp_path: Path, saved: tuple[str, str, int], resume_as: tuple[str, int]
+) -> None:
+    """A checkpoint of 2 stages resumes on 1 worker as the whole model (a node lost), and
+    one of the whole model resumes as 2 stages (ZeRO-1's universal format, renamed between
+    the pipeline's layer names and the model's): the rest of the loss curve is the one an
+    uninterrupted run trains."""
+    key, layout, workers = saved
+    single, _ = runs.get("single", workers=1)
+    stopped, out = runs.get(key, layout, PREEMPT, workers=workers)
+    assert stopped.summary["status"] == "preempted", stopped.stderr[-3000:]
     job = tmp_path / "job"
     shutil.copytree(out, job)
-    # Same spec, twice the workers: two replicas of the two stages.
-    argv = torchrun.command(runs.spec, job, "parallelism.pipeline=2", workers=4)
-    refused = torchrun.execute(argv, timeout=400)
+    stages, new_workers = resume_as
+    argv = torchrun.command(runs.spec, job, stages, workers=new_workers)
+    resumed = torchrun.execute(argv, timeout=400)
+
+    assert resumed.code == 0, resumed.stderr[-3000:]
+    stop = stopped.summary["steps"]
+    assert resumed.summary["start_step"] == stop
+    reference, after = single.losses(), resumed.losses()
+    assert sorted(after) == list(range(stop + 1, STEPS + 1))
+    for step in after:
+        assert after[step] == pytest.approx(reference[step], rel=LOSS_RTOL), step
+    assert resumed.summary["eval"]["loss"] == pytest.approx(
+        single.summary["eval"]["loss"], rel=1e-5
+    )
+
+
+def test_a_tensor_parallel_checkpoint_is_not_resumed_on_another_layout(
+    runs: Runs, tmp_path: Path
+) -> None:
+    _, out = runs.get("tensor-preempted", TENSOR, PREEMPT)
+    job = tmp_path / "job"
+    shutil.copytree(out, job)
+    refused = torchrun.execute(torchrun.command(runs.spec, job, workers=2), timeout=400)
     assert refused.code != 0
-    assert "saved with parallelism data 1 x pipeline 2 x tensor 1" in refused.stderr
-    assert "this run asks for data 2 x pipeline 2 x tensor 1" in refused.stderr
+    assert "saved with parallelism data 1 x pipeline 1 x tensor 2" in refused.stderr
+    assert "this run asks for data 2 x pipeline 1 x tensor 1" in refused.stderr
     assert "--restart" in refused.stderr
 
 

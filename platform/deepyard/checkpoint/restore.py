@@ -1,10 +1,11 @@
 """Resuming on a worker: DeepSpeed state, this rank's data cursor and RNG states.
 
-Same world size: every rank loads its own ZeRO partition, cursor and RNG states, and
-the run continues bit for bit. Another world size: ZeRO-partitioned state is first
-converted to DeepSpeed's universal checkpoint format (once per node), and the data
-cursors of all old ranks are resharded over the new ones, so the rest of the epoch
-is neither skipped nor repeated; RNG states restart from the seed and step.
+Same layout: every rank loads its own ZeRO partition, cursor and RNG states, and the run
+continues bit for bit. Another layout (world size, or data x pipeline split):
+ZeRO-partitioned state is first converted to DeepSpeed's universal checkpoint format
+(once per node; renamed for a pipeline, see `relayout`), and the data cursors of all old
+replicas are resharded over the new ones, so the rest of the epoch is neither skipped
+nor repeated; RNG states restart from the seed and step.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import random
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +22,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from deepyard.checkpoint import rng
+from deepyard.checkpoint import relayout, rng
 from deepyard.checkpoint.manifest import Checkpoint
 from deepyard.checkpoint.store import Store
 from deepyard.data import engines
-from deepyard.data.order import reshard
 from deepyard.errors import CheckpointError
-
-
-def needs_universal(manifest: dict[str, Any], world_size: int) -> bool:
-    """Whether loading on `world_size` ranks needs the universal format (ZeRO partitions)."""
-    partitioned = any("optim_states" in name for name in manifest["files"])
-    return partitioned and manifest["world_size"] != world_size
+from deepyard.train.topology import Layout
 
 
 def local_copy(store: Store, checkpoint: Checkpoint, staging: Path) -> Path:
@@ -49,8 +45,15 @@ def local_copy(store: Store, checkpoint: Checkpoint, staging: Path) -> Path:
     return root
 
 
-def to_universal(load_dir: Path, tag: str, out_dir: Path, local_rank: int) -> Path:
-    """Convert `load_dir/tag` to the universal format under `out_dir/tag` (one rank per node)."""
+def to_universal(
+    load_dir: Path,
+    tag: str,
+    out_dir: Path,
+    local_rank: int,
+    then: Callable[[Path], None] = lambda _: None,
+) -> Path:
+    """Convert `load_dir/tag` to the universal format under `out_dir/tag` (one rank per
+    node), and apply `then` to the converted folder before the other ranks read it."""
     if local_rank == 0 and not (out_dir / tag).exists():
         tmp = out_dir / f"{tag}.converting"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -78,18 +81,11 @@ def to_universal(load_dir: Path, tag: str, out_dir: Path, local_rank: int) -> Pa
                 f"converting {load_dir / tag} for another world size failed: {last}; "
                 "resume with the world size it was saved with"
             )
+        then(tmp)
         tmp.rename(out_dir / tag)
     if dist.is_initialized():
         dist.barrier()
     return out_dir
-
-
-def load_buffers(module: torch.nn.Module, model_states: Path) -> None:
-    """The module's buffers (batch-norm running statistics, counters) as saved: DeepSpeed's
-    universal-checkpoint load restores parameters and optimizer state, not buffers."""
-    saved = torch.load(model_states, map_location="cpu", weights_only=False)["module"]
-    names = {name for name, _ in module.named_buffers()}
-    module.load_state_dict({k: v for k, v in saved.items() if k in names}, strict=False)
 
 
 def restore(
@@ -98,7 +94,7 @@ def restore(
     checkpoint: Checkpoint,
     load_dir: Path,
     rank: int,
-    world_size: int,
+    layout: Layout,
     batch_size: int,
     seed: int,
     saved_dir: Path | None = None,
@@ -117,20 +113,21 @@ def restore(
     if path is None:
         raise CheckpointError(f"DeepSpeed found no checkpoint in {load_dir / tag}")
     if saved_dir is not None and saved_dir != load_dir:
-        load_buffers(engine.module, saved_dir / tag / "mp_rank_00_model_states.pt")
-    cursors = [r["cursor"] for r in manifest["ranks"]]
-    if manifest["world_size"] == world_size:
-        loader.load_state_dict(cursors[rank])
+        whole = relayout.whole_state(saved_dir / tag, manifest)
+        relayout.load_buffers(engine.module, whole, manifest)
+    saved = relayout.saved_layout(manifest)
+    if saved == layout:
+        loader.load_state_dict(manifest["ranks"][rank]["cursor"])
         rng.restore(manifest["ranks"][rank]["rng"])
         return
     try:
-        new = reshard(cursors, world_size, batch_size)
-        loader.load_state_dict(new[rank])
+        loader.load_state_dict(relayout.cursor(manifest, layout, rank, batch_size))
     except (KeyError, ValueError) as exc:
         raise CheckpointError(
             f"the data position of checkpoint step {checkpoint.step} (saved on "
-            f"{manifest['world_size']} workers) cannot move to {world_size} workers: {exc}; "
-            f"resume with resources.num_workers={manifest['world_size']}"
+            f"{saved.world_size} workers, {saved.data} data replicas) cannot move to "
+            f"{layout.data} replicas: {exc}; resume with resources.num_workers="
+            f"{saved.world_size} and the parallelism it was saved with"
         ) from None
     # Per-rank generator states do not carry over to other ranks: derive fresh ones.
     fresh = seed * 1_000_003 + checkpoint.step * 1009 + rank

@@ -39,18 +39,7 @@ def split_model_state(folder: Path, manifest: dict[str, Any]) -> dict[str, torch
 def _from_layers(folder: Path, manifest: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Each layer file's entries, renamed to the whole model's names: the model is built
     on the meta device, and each layer's tensors are found among the model's own."""
-    from deepyard import models
-
-    spec, data = manifest.get("spec", {}), manifest.get("model_data") or {}
-    vocab = models.Vocab(*data["vocab"]) if data.get("vocab") else None
-    with torch.device("meta"):
-        model = models.build(
-            spec["model"]["name"],
-            spec["model"].get("args", {}),
-            tuple(data["input_shape"]),
-            data["num_classes"],
-            vocab,
-        )
+    model = meta_model(manifest)
     names: dict[int, list[str]] = defaultdict(list)  # a tied weight has two names
     for name, tensor in model.state_dict(keep_vars=True).items():
         names[id(tensor)].append(name)
@@ -69,6 +58,22 @@ def _from_layers(folder: Path, manifest: dict[str, Any]) -> dict[str, torch.Tens
             f"{folder}: the pipeline checkpoint holds no weights for {', '.join(missing[:5])}"
         )
     return state
+
+
+def meta_model(manifest: dict[str, Any]) -> torch.nn.Module:
+    """The checkpoint's model on the meta device: its names and shapes, no memory."""
+    from deepyard import models
+
+    spec, data = manifest.get("spec", {}), manifest.get("model_data") or {}
+    vocab = models.Vocab(*data["vocab"]) if data.get("vocab") else None
+    with torch.device("meta"):
+        return models.build(
+            spec["model"]["name"],
+            spec["model"].get("args", {}),
+            tuple(data["input_shape"]),
+            data["num_classes"],
+            vocab,
+        )
 
 
 def _load(path: Path) -> Any:

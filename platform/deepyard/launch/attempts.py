@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deepyard import spec as specs
-from deepyard.checkpoint import catalog
+from deepyard.checkpoint import catalog, relayout
 from deepyard.checkpoint.store import Store
 from deepyard.errors import CheckpointError, ClusterShrunk, DataError, DeepyardError, SpecError
 from deepyard.spec import JobSpec
@@ -72,10 +72,19 @@ def plan_attempt(
     return AttemptPlan(attempt, nonce, uri, lineage, resume, job_pid)
 
 
+# How the ranks split the work: a checkpoint may move between these (see _check_layout).
+# (pipeline_partition is not one: the same stage count cut elsewhere would load each
+# stage's optimizer partition onto other layers.)
+LAYOUT_FIELDS = ("data", "pipeline", "tensor")
+
+
 def _check_resumable(spec: JobSpec, manifest: dict[str, Any], where: str) -> None:
-    """The checkpoint must come from the same model and ZeRO layout, or it cannot load."""
-    saved = manifest.get("spec", {})
+    """The checkpoint must come from the same model and ZeRO settings, or it cannot load;
+    the layout may change where the checkpoint can move (`_check_layout`)."""
+    saved = dict(manifest.get("spec", {}))
     mine = spec.model_dump(mode="json")
+    saved["parallelism"] = _without_layout(saved.get("parallelism"))
+    mine["parallelism"] = _without_layout(mine["parallelism"])
     for field_name in ("model", "parallelism"):
         if saved.get(field_name) != mine[field_name]:
             raise CheckpointError(
@@ -83,28 +92,44 @@ def _check_resumable(spec: JobSpec, manifest: dict[str, Any], where: str) -> Non
                 f"now has {field_name}={mine[field_name]}; resume with the same {field_name}, "
                 "or pass --restart to start a new checkpoint lineage (the old one is kept)"
             )
-    _same_model_split(spec, manifest)
+    _check_layout(spec, manifest)
 
 
-def _same_model_split(spec: JobSpec, manifest: dict[str, Any]) -> None:
-    """Pipeline stages and tensor slices are saved per rank: such a checkpoint resumes only
-    on the same layout (ZeRO-sharded data parallelism alone converts, see `restore`)."""
-    saved = {"data": manifest["world_size"], "pipeline": 1, "tensor": 1}
-    saved.update(manifest.get("parallelism") or {})
-    now = Layout.of(spec).describe()
-    split = max(saved["pipeline"], saved["tensor"], now["pipeline"], now["tensor"]) > 1
-    if saved != now and split:
+def _without_layout(parallelism: dict[str, Any] | None) -> dict[str, Any] | None:
+    if parallelism is None:
+        return None
+    return {k: v for k, v in parallelism.items() if k not in LAYOUT_FIELDS}
+
+
+def _check_layout(spec: JobSpec, manifest: dict[str, Any]) -> None:
+    """Data parallelism alone moves to any world size. A pipeline checkpoint moves to
+    another data x pipeline layout through DeepSpeed's universal format, which needs the
+    optimizer state in ZeRO partitions (stage 1); tensor slices resume only as saved."""
+    saved, now = relayout.saved_layout(manifest), Layout.of(spec)
+    if saved == now or max(saved.pipeline, saved.tensor, now.pipeline, now.tensor) == 1:
+        return
+    again = (
+        f"set parallelism and resources.num_workers back to {_layout(saved)}, or start "
+        "over with --restart"
+    )
+    step = manifest.get("step")
+    if max(saved.tensor, now.tensor) > 1:
         raise CheckpointError(
-            f"the checkpoint at step {manifest.get('step')} was saved with parallelism "
-            f"{_layout(saved)}, and this run asks for {_layout(now)}; a model cut into "
-            "pipeline stages or tensor slices resumes only on the layout it was saved "
-            f"with: set parallelism and resources.num_workers back, or start over with "
-            "--restart"
+            f"the checkpoint at step {step} was saved with parallelism {_layout(saved)}, "
+            f"and this run asks for {_layout(now)}; a model cut into tensor slices "
+            f"resumes only on the layout it was saved with: {again}"
+        )
+    if spec.parallelism.zero_stage == 0:
+        raise CheckpointError(
+            f"the checkpoint at step {step} was saved with parallelism {_layout(saved)}, "
+            f"and this run asks for {_layout(now)}; with zero_stage 0 each pipeline stage "
+            "keeps its optimizer state by position, which does not move to another "
+            f"layout (runs with zero_stage 1 do): {again}"
         )
 
 
-def _layout(layout: dict[str, int]) -> str:
-    return f"data {layout['data']} x pipeline {layout['pipeline']} x tensor {layout['tensor']}"
+def _layout(layout: Layout) -> str:
+    return f"data {layout.data} x pipeline {layout.pipeline} x tensor {layout.tensor}"
 
 
 @dataclass

@@ -62,15 +62,44 @@ class TokenEmbedding(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        length = ids.shape[1]
-        if length > self.position.num_embeddings:
-            raise ValueError(
-                f"a row of {length} tokens is longer than the model's context "
-                f"(model.args.max_seq_len={self.position.num_embeddings}); raise "
-                f"max_seq_len or lower data.tokenizer.max_length to at most it"
-            )
-        positions = torch.arange(length, device=ids.device)
-        return self.dropout(F.embedding(ids, self.weight) + self.position(positions))
+        return _add_positions(F.embedding(ids, self.weight), self.position, self.dropout)
+
+
+class TokenLookup(nn.Module):
+    """The embedding's token lookup as a pipeline layer. It holds the weight tied to the
+    LM head and nothing else: the first and last stage each keep a copy of what it holds
+    (DeepSpeed's tied layers), and only the tied weight's gradients are summed between
+    them; a position table in it would drift apart on the last stage."""
+
+    def __init__(self, embed: TokenEmbedding) -> None:
+        super().__init__()
+        self.weight = embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.weight)
+
+
+class AddPositions(nn.Module):
+    """The embedding's position table (and dropout) as a pipeline layer."""
+
+    def __init__(self, embed: TokenEmbedding) -> None:
+        super().__init__()
+        self.position, self.dropout = embed.position, embed.dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _add_positions(x, self.position, self.dropout)
+
+
+def _add_positions(x: torch.Tensor, position: nn.Embedding, dropout: nn.Module) -> torch.Tensor:
+    length = x.shape[1]
+    if length > position.num_embeddings:
+        raise ValueError(
+            f"a row of {length} tokens is longer than the model's context "
+            f"(model.args.max_seq_len={position.num_embeddings}); raise "
+            f"max_seq_len or lower data.tokenizer.max_length to at most it"
+        )
+    positions = torch.arange(length, device=x.device)
+    return dropout(x + position(positions))  # type: ignore[no-any-return]
 
 
 class CausalSelfAttention(nn.Module):
@@ -156,16 +185,23 @@ class GPT(nn.Module):
                 nn.init.normal_(parameter, std=residual_std)
 
     def layers(self) -> list[nn.Module]:
-        """The network in order (embedding, blocks..., final norm, head projection):
-        forward is these applied one after another, the units pipeline stages are cut
-        from. The first and last share one weight (deepyard.train.pipeline ties them)."""
-        return [self.embed, *self.blocks, self.head.norm, self.head.proj]
+        """The network in order (token lookup, positions, blocks..., final norm, head
+        projection): forward applies the same operations one after another; pipeline
+        stages are cut from these units. The first and last share one weight
+        (deepyard.train.pipeline ties them)."""
+        return [
+            TokenLookup(self.embed),
+            AddPositions(self.embed),
+            *self.blocks,
+            self.head.norm,
+            self.head.proj,
+        ]
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = ids
-        for layer in self.layers():
-            x = layer(x)
-        return x
+        x = self.embed(ids)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)  # type: ignore[no-any-return]
 
     def flops_per_token(self, seq_len: int) -> float:
         """Forward FLOPs per token in rows of `seq_len` tokens, counted as PaLM and

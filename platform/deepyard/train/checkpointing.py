@@ -7,13 +7,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch.distributed
 
 from deepyard import spec as specs
-from deepyard.checkpoint import restore
+from deepyard.checkpoint import relayout, restore
 from deepyard.checkpoint.retention import RetentionPolicy
 from deepyard.checkpoint.store import Store
 from deepyard.checkpoint.writer import Checkpointer
@@ -47,10 +48,10 @@ def staging_dir(plan: AttemptPlan, rank: int | None = None) -> Path:
     return root if rank is None else root / f"rank{rank}"
 
 
-def wants_universal(plan: AttemptPlan, world_size: int) -> bool:
-    """Whether the engine must load DeepSpeed's universal format (world size changed)."""
+def wants_universal(plan: AttemptPlan, layout: Layout) -> bool:
+    """Whether the engine must load DeepSpeed's universal format (the layout changed)."""
     resume = plan.resume
-    return resume is not None and restore.needs_universal(resume.manifest or {}, world_size)
+    return resume is not None and relayout.needs_universal(resume.manifest or {}, layout)
 
 
 def open_saves(
@@ -109,17 +110,22 @@ def _resume(
     download = staging_dir(plan, ctx.rank) / "resume"
     saved_dir = load_dir = restore.local_copy(store, resume, download)
     universal = staging_dir(plan) / "universal"
-    if wants_universal(plan, ctx.world_size):
+    layout = Layout.of(spec)
+    if wants_universal(plan, layout):
         tag = resume.prefix.rsplit("/", 1)[1]
         universal.mkdir(parents=True, exist_ok=True)
-        load_dir = restore.to_universal(saved_dir, tag, universal, ctx.local_rank)
+        to_pipeline = layout.pipeline > 1
+        rename = partial(
+            relayout.rename_parameters, manifest=resume.manifest, to_pipeline=to_pipeline
+        )
+        load_dir = restore.to_universal(saved_dir, tag, universal, ctx.local_rank, rename)
     restore.restore(
         engine,
         batches,
         resume,
         load_dir,
         ctx.rank,
-        ctx.world_size,
+        layout,
         spec.micro_batch_size,
         spec.training.seed,
         saved_dir,

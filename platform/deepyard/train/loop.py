@@ -222,7 +222,7 @@ def build_parts(
     )
     batches = engines.build(spec.data.engine, request)
     total_steps = _total_steps(spec, batches)
-    universal = checkpointing.wants_universal(plan, ctx.world_size)
+    universal = checkpointing.wants_universal(plan, layout)
     staged, stages = model, None
     if spec.parallelism.pipeline > 1:
         staged = pipeline.build_module(model, spec, task, source.pad_id)

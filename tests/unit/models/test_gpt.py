@@ -69,13 +69,13 @@ def test_trailing_padding_does_not_change_a_rows_logits() -> None:
 def test_layers_compose_to_forward_and_the_head_is_the_embedding() -> None:
     model = build()
     layers = model.layers()
-    assert len(layers) == 2 + 3  # embedding, 2 blocks (tiny), final norm, head
+    assert len(layers) == 2 + 4  # token lookup, positions, 2 blocks (tiny), final norm, head
     ids = torch.randint(1, 1000, (2, 10))
     x = ids
     with torch.no_grad():
         for layer in layers:
             x = layer(x)
-        torch.testing.assert_close(x, model(ids))
+        assert torch.equal(x, model(ids))  # the same operations: bit for bit
     assert layers[-1].weight is layers[0].weight  # tied: one parameter
     d, n_layer, vocab, context = 64, 2, 1000, 128  # the tiny preset
     per_block = 12 * d * d + 13 * d  # 4 projections' weights and biases, 2 LayerNorms

@@ -1,0 +1,101 @@
+"""A checkpoint resumed on another data x pipeline layout.
+
+DeepSpeed's universal format (`restore.to_universal`) holds every parameter's fp32 weights
+and optimizer moments in a folder of its own (`zero/<parameter name>/`), whatever the ZeRO
+partitioning, and the new engine takes from it the parameters it holds. A pipeline names
+its parameters by layer (`3.attn.qkv.weight`, `tied_modules.tied_0.weight`; see
+`train.pipeline.stage_names`), a whole model by module path (`blocks.2.attn.qkv.weight`):
+between the two the folders are renamed; between stage counts the names already agree.
+What the universal load leaves out is moved here too: the module's buffers (batch-norm
+statistics) and each data replica's position in the epoch.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepyard.checkpoint.split_export import meta_model, split_model_state
+from deepyard.data.order import reshard
+from deepyard.errors import CheckpointError
+from deepyard.train.topology import Layout
+
+
+def saved_layout(manifest: dict[str, Any]) -> Layout:
+    """The layout a checkpoint was saved with (data parallelism alone before it was recorded)."""
+    layout = {"data": manifest["world_size"], "pipeline": 1, "tensor": 1}
+    layout.update(manifest.get("parallelism") or {})
+    return Layout(layout["data"], layout["pipeline"], layout["tensor"])
+
+
+def needs_universal(manifest: dict[str, Any], layout: Layout) -> bool:
+    """Whether loading on `layout` needs the universal format: ZeRO partitions saved on
+    another layout."""
+    partitioned = any("optim_states" in name for name in manifest["files"])
+    return partitioned and saved_layout(manifest) != layout
+
+
+def rename_parameters(folder: Path, manifest: dict[str, Any], to_pipeline: bool) -> None:
+    """Rename the per-parameter folders of a universal checkpoint (`folder/zero/`) from the
+    saved model's names to those of the engine that loads it."""
+    from deepyard.train.pipeline import stage_names
+
+    if (saved_layout(manifest).pipeline > 1) == to_pipeline:
+        return
+    names = stage_names(meta_model(manifest))
+    if not to_pipeline:  # a tied weight: under its first name, as DeepSpeed names it
+        names = {staged: whole for whole, staged in reversed(names.items())}
+    zero, renamed = folder / "zero", folder / "zero.renamed"
+    renamed.mkdir()
+    for entry in sorted(zero.iterdir()):
+        if not entry.is_dir():  # optimizer_state.pt: the optimizer's own settings
+            shutil.move(entry, renamed / entry.name)
+            continue
+        if entry.name not in names:
+            raise CheckpointError(
+                f"{folder}: the checkpoint holds a parameter {entry.name} the model "
+                f"{manifest['spec']['model']['name']} does not have; resume with the "
+                "layout it was saved with"
+            )
+        if not (renamed / names[entry.name]).exists():  # a tied weight's second name
+            shutil.move(entry, renamed / names[entry.name])
+    shutil.rmtree(zero)
+    renamed.rename(zero)
+
+
+def whole_state(folder: Path, manifest: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The saved model's state under the whole model's names."""
+    split = split_model_state(folder, manifest)
+    if split is not None:
+        return split
+    saved = torch.load(
+        folder / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
+    )
+    return dict(saved["module"])
+
+
+def load_buffers(
+    module: torch.nn.Module, whole: dict[str, torch.Tensor], manifest: dict[str, Any]
+) -> None:
+    """The buffers (batch-norm running statistics, counters) of `whole` that `module` (a
+    whole model or one pipeline stage) holds: DeepSpeed's universal load restores
+    parameters and optimizer state, not buffers."""
+    from deepspeed.pipe import PipelineModule
+
+    from deepyard.train.pipeline import stage_names
+
+    if isinstance(module, PipelineModule):
+        names = stage_names(meta_model(manifest))
+        whole = {names[name]: tensor for name, tensor in whole.items() if name in names}
+    held = {name for name, _ in module.named_buffers()}
+    module.load_state_dict({k: v for k, v in whole.items() if k in held}, strict=False)
+
+
+def cursor(manifest: dict[str, Any], layout: Layout, rank: int, batch_size: int) -> dict[str, Any]:
+    """This rank's data cursor on `layout`: the rows no saved replica has read yet, shared
+    among the new replicas (the ranks of one pipeline read the same rows)."""
+    by_replica = {r["cursor"]["rank"]: r["cursor"] for r in manifest["ranks"]}
+    return reshard(list(by_replica.values()), layout.data, batch_size)[layout.replica(rank)]

