@@ -86,6 +86,24 @@ def test_gan_trains_on_two_workers(ray_session, digits_job) -> None:
     assert np.abs(grids[-1].astype(int) - grids[0].astype(int)).mean() > 5  # of 255
 
 
+def test_gan_history_has_both_losses(tmp_path: Path) -> None:
+    """A GAN user plots the discriminator's and the generator's loss from history.parquet:
+    one row per step, each loss a finite column, and `loss` their sum."""
+    run = execute(
+        command(EXAMPLES / "digits_cnn.yaml", tmp_path, *GAN, "training.max_steps=4"),
+        timeout=400,
+    )
+    assert run.code == 0 and run.summary["status"] == "succeeded", run.stderr[-3000:]
+    history = run.history()
+    assert history["step"] == [1, 2, 3, 4]
+    for name in ("loss_d", "loss_g", "d_real", "d_fake"):
+        assert all(math.isfinite(v) for v in history[name]), (name, history[name])
+    for total, loss_d, loss_g in zip(
+        history["loss"], history["loss_d"], history["loss_g"], strict=True
+    ):
+        assert total == pytest.approx(loss_d + loss_g)
+
+
 # --- checkpoint and resume ------------------------------------------------------------------
 
 MAX_STEPS = 24

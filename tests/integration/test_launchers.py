@@ -8,33 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from deepyard.train.dist import free_port
+from deepyard.testing.torchrun import command, execute
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "jobs" / "examples"
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
-SHORT = ["--set", "training.epochs=null", "--set", "training.max_steps=40"]
+OVERRIDES = ["training.epochs=null", "training.max_steps=40"]
+SHORT = [arg for value in OVERRIDES for arg in ("--set", value)]
 
 
-def test_torchrun_runs_the_same_loop_without_ray(run_json) -> None:
-    torchrun = Path(sys.executable).with_name("torchrun")
-    summary, _ = run_json(
-        str(torchrun),
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(free_port()),
-        "-m",
-        "deepyard.train",
-        "--spec",
-        str(EXAMPLES / "digits_cnn.yaml"),
-        *SHORT,
-    )
+def test_torchrun_runs_the_same_loop_without_ray(tmp_path: Path) -> None:
+    run = execute(command(EXAMPLES / "digits_cnn.yaml", tmp_path, *OVERRIDES), timeout=360)
+    assert run.code == 0, run.stderr[-3000:]
+    lines = [line for line in run.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, run.stdout[-2000:]  # rank 0 alone reports, nothing else
+    summary = run.summary
     assert summary["status"] == "succeeded" and summary["steps"] == 40
     assert summary["samples"] == 40 * 64  # 2 ranks x 32
     assert summary["eval"]["num_samples"] == 360
-    assert (Path(summary["run_dir"]) / "history.parquet").is_file()
+    assert (run.run_dir / "history.parquet").is_file()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ data, exactly as training did. The weights are the consolidated fp32 state
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import typing
@@ -26,6 +25,7 @@ from deepyard.analysis.locate import Located
 from deepyard.checkpoint.export import consolidated_state_dict
 from deepyard.data import TensorData, packaged, read_eval_split
 from deepyard.data.convert import LABEL_NAMES_KEY
+from deepyard.data.labels import fit_to_model
 from deepyard.data.parquet import open_dataset
 from deepyard.errors import CheckpointError, DataError
 from deepyard.spec import JobSpec
@@ -220,13 +220,9 @@ def read_data(loaded: Loaded, arg: str | None, option: str = "--data") -> EvalDa
             f"was trained on {want.input_shape}; pass data with that shape (the job's own "
             f"eval split fits: leave {option} out)"
         )
-    top = int(data.labels.max())
-    if loaded.task.info.labels == "classes" and top >= want.num_classes:
-        raise DataError(
-            f"{option} {arg or uri}: label {top} is outside the model's {want.num_classes} "
-            f"classes (0..{want.num_classes - 1}); pass data labelled like its training data"
-        )
-    data = dataclasses.replace(data, num_classes=want.num_classes)
+    trained_on = spec.data.dataset or spec.data.train or "data.train"
+    labels = loaded.task.info.labels
+    data = fit_to_model(data, want.num_classes, labels, uri, spec.data.label, trained_on)
     return EvalData(data, uri, _label_names(uri))
 
 

@@ -25,6 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import torch
 
+from deepyard.data.labels import check_class_ids, class_ids_fix
 from deepyard.errors import DataError
 from deepyard.tasks.catalog import LabelKind
 
@@ -139,18 +140,14 @@ def read_labelled(
         return table, np.zeros(table.num_rows, dtype=np.int64), 1, meta
     if label_kind == "values":
         return table, values_to_numpy(table.column(label), uri, label), 1, meta
-    ids = labels_to_numpy(table.column(label), uri, label)
+    ids = labels_to_numpy(table.column(label), uri, label, first_row=0)
     return table, ids, _num_classes(uri, label, ids, meta), meta
 
 
 def _num_classes(uri: str, label: str, labels: np.ndarray, meta: dict[bytes, bytes]) -> int:
     num_classes = int(meta[CLASSES_KEY]) if CLASSES_KEY in meta else int(labels.max()) + 1
-    if labels.max() >= num_classes:
-        raise DataError(
-            f"{uri}: label column {label!r} holds class {int(labels.max())}, but the file's "
-            f"metadata ({CLASSES_KEY.decode()}) says {num_classes} classes; use class ids "
-            f"0..{num_classes - 1} or correct that metadata"
-        )
+    fix = f"{class_ids_fix(num_classes)}, or correct the metadata {CLASSES_KEY.decode()}"
+    check_class_ids(labels, num_classes, uri, label, fix)
     return num_classes
 
 
@@ -204,9 +201,14 @@ def features_to_numpy(column: pa.ChunkedArray, uri: str, name: str) -> np.ndarra
 
 
 def labels_to_numpy(
-    column: pa.ChunkedArray, uri: str, name: str, label_kind: LabelKind = "classes"
+    column: pa.ChunkedArray,
+    uri: str,
+    name: str,
+    label_kind: LabelKind = "classes",
+    first_row: int | None = None,
 ) -> np.ndarray:
-    """Class ids (int64) for a classification model; float32 values (label_kind "values")."""
+    """Class ids (int64) for a classification model; float32 values (label_kind "values").
+    `first_row`: the row number of the column's first value in `uri`, where known."""
     if label_kind == "values":
         return values_to_numpy(column, uri, name)
     if not pa.types.is_integer(column.type):
@@ -226,8 +228,7 @@ def labels_to_numpy(
             "drop those rows or fill them with class ids 0..C-1"
         )
     labels = column.to_numpy().astype(np.int64)
-    if labels.min() < 0:
-        raise DataError(f"{uri}: label column {name!r} has negative values; use ids 0..C-1")
+    check_class_ids(labels, None, uri, name, class_ids_fix(None), first_row)
     return labels
 
 

@@ -30,6 +30,7 @@ import torch
 
 from deepyard.data import order
 from deepyard.data.engines import Loader, LoaderRequest, register
+from deepyard.data.labels import check_class_ids, training_classes_fix
 from deepyard.data.parquet import features_to_numpy, labels_to_numpy
 from deepyard.data.source import ParquetSource
 from deepyard.errors import DataError
@@ -43,18 +44,25 @@ MAX_READ_BLOCKS = 1024  # read tasks: one per file up to this many (a function o
 
 
 def decode_batch(
-    batch: pa.Table, features: str, label: str, uri: str, label_kind: LabelKind = "classes"
+    batch: pa.Table,
+    features: str,
+    label: str,
+    uri: str,
+    label_kind: LabelKind = "classes",
+    num_classes: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Parquet rows → {"inputs": (n, d) float32, "labels": (n,) int64 class ids, or
-    float32 values for a model whose task reads values}, one row per row.
+    """Parquet rows → {"inputs": (n, d) float32, "labels": (n,) int64 class ids below
+    `num_classes` (when given), or float32 values for a model whose task reads values},
+    one row per row.
 
     Runs in Ray Data tasks. User preprocessing goes here; it must keep one output row per
     input row, or the ranks' batch counts, computed from the source's row count, break.
     """
-    return {
-        "inputs": features_to_numpy(batch.column(features), uri, features),
-        "labels": labels_to_numpy(batch.column(label), uri, label, label_kind),
-    }
+    labels = labels_to_numpy(batch.column(label), uri, label, label_kind)
+    if num_classes is not None and label_kind == "classes":
+        fix = training_classes_fix(uri, num_classes)
+        check_class_ids(labels, num_classes, uri, label, fix, first_row=None)
+    return {"inputs": features_to_numpy(batch.column(features), uri, features), "labels": labels}
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -213,6 +221,7 @@ def read_decoded(source: ParquetSource) -> Dataset:
             "label": source.label,
             "uri": source.uri,
             "label_kind": source.label_kind,
+            "num_classes": source.num_classes,
         },
     )
 

@@ -22,6 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from deepyard.data import text as text_ids
+from deepyard.data.labels import check_class_ids, training_classes_fix
 from deepyard.data.parquet import (
     CLASSES_KEY,
     SHAPE_KEY,
@@ -81,6 +82,7 @@ class ParquetSource:
         self.filesystem = dataset.filesystem
         self.schema = dataset.schema
         self.row_groups: list[RowGroup] = []
+        self._first_rows: dict[tuple[str, int], int] = {}  # a row group's first row in its file
         for fragment in sorted(dataset.get_fragments(), key=lambda f: f.path):
             try:
                 meta = fragment.metadata
@@ -89,10 +91,13 @@ class ParquetSource:
                     f"{fragment.path}: not a readable Parquet file ({exc}); it may be corrupt "
                     "or truncated: rewrite it, or remove it from the dataset"
                 ) from exc
+            first_row = 0
             for index in range(meta.num_row_groups):
                 rows = meta.row_group(index).num_rows
                 if rows:
                     self.row_groups.append(RowGroup(fragment.path, index, rows))
+                    self._first_rows[(fragment.path, index)] = first_row
+                first_row += rows
         if not self.row_groups:
             raise DataError(f"{uri} has no rows; point the job at a non-empty dataset")
         self._files: dict[str, pq.ParquetFile] = {}
@@ -143,10 +148,22 @@ class ParquetSource:
             if self.has_labels
             else np.zeros(table.num_rows, dtype=np.int64)
         )
+        if self.has_labels and self.label_kind == "classes":
+            self._check_classes(groups, labels)
         if self.tokenizer is None:
             return features_to_numpy(table.column(0), where, self.features), labels
         texts = texts_of(table.column(0), where, self._inputs)
         return text_ids.encode(self.tokenizer, texts), labels
+
+    def _check_classes(self, groups: list[RowGroup], labels: np.ndarray) -> None:
+        """Every class id below num_classes, or an error naming the file and its row."""
+        fix = training_classes_fix(self.uri, self.num_classes)
+        start = 0
+        for group in groups:
+            first = self._first_rows[(group.path, group.index)]
+            part = labels[start : start + group.num_rows]
+            check_class_ids(part, self.num_classes, group.path, self.label, fix, first)
+            start += group.num_rows
 
     def _read_table(self, groups: list[RowGroup], columns: list[str]) -> pa.Table:
         with self._lock:

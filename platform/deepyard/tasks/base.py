@@ -3,12 +3,16 @@
 A task turns the loop's batches (inputs, labels) into a loss, and the eval split into
 metrics. The model registry names each model's task (`ModelEntry.task`), so the loop
 never asks what kind of model it runs. Most tasks only define `loss`, `eval_batch` and
-`finish`; a task with several networks or optimizers (a GAN) overrides `build_engine`,
-`train_step` and `evaluate` instead.
+`finish`; a task with several networks or optimizers (a GAN) overrides `build_engine`
+and `train_step` too.
 
 Evaluation is split in three so that it is exact across ranks: `eval_batch` returns
 per-batch sums (added over batches and ranks) and per-row tensors (gathered from every
 rank, for metrics that need all rows, like ROC-AUC); `finish` turns them into metrics.
+`evaluate` owns the loop over the split, on data- and model-parallel engines alike
+(train.evaluate.run_eval); a task changes only what differs: `scoring` (who scores which
+rows, e.g. a regression against its split's own baseline, a GAN against fixed noise) and
+`images` (the pictures an evaluation shows).
 
 Token batches are padded per batch: for them `loss` and `eval_batch` also get the
 batch's `pad_id` (a keyword), so a task whose targets are tokens can mask the padding.
@@ -44,6 +48,16 @@ class EvalBatch:
 
     sums: dict[str, torch.Tensor]
     rows: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How one evaluation scores the split: `task`'s `eval_batch` and `finish` over the
+    rows of `data`, and `metrics` known before any row is scored."""
+
+    task: Task
+    data: TensorData
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class Task:
@@ -125,8 +139,28 @@ class Task:
         device: torch.device,
         dtype: torch.dtype,
     ) -> Evaluation:
-        """The whole eval split, scored on every rank's rows (exact, not averaged)."""
-        return run_eval(self, engine, data, rank, world_size, batch_size, device, dtype)
+        """The whole eval split, scored on every rank's rows (exact, not averaged), and
+        the task's pictures (rank 0 keeps them)."""
+        scoring = self.scoring(engine, data, device, dtype)
+        result = run_eval(
+            scoring.task, engine, scoring.data, rank, world_size, batch_size, device, dtype
+        )
+        images = self.images(engine, data, rank, device, dtype)
+        metrics = {**result.metrics, **scoring.metrics}
+        return Evaluation(metrics, result.classes, images if rank == 0 else {})
+
+    def scoring(
+        self, engine: Any, data: TensorData, device: torch.device, dtype: torch.dtype
+    ) -> Scoring:
+        """Who scores this evaluation, on which rows: by default this task, on the split."""
+        return Scoring(self, data)
+
+    def images(
+        self, engine: Any, data: TensorData, rank: int, device: torch.device, dtype: torch.dtype
+    ) -> dict[str, bytes]:
+        """PNG pictures by folder name (none by default). Called on every rank after
+        scoring: a forward under ZeRO-3 needs them all; only rank 0's are kept."""
+        return {}
 
 
 def count_tokens(inputs: torch.Tensor, pad_id: int | None) -> int:

@@ -23,6 +23,9 @@ class TaskInfo:
     implementation: str  # "module:Class"
     lower_is_better: tuple[str, ...] = ("loss",)
     pipeline: bool = True  # one engine, one loss: its model can be cut into stages
+    # Per-step figures its training step reports beside `loss` (`StepResult.extra`): step
+    # events carry them and history.parquet has a column for each.
+    step_metrics: tuple[str, ...] = ()
 
 
 REGRESSION_METRICS = (
@@ -74,6 +77,9 @@ TASKS: dict[str, TaskInfo] = {
             "deepyard.tasks.gan:GanTask",
             ("loss", "frechet_distance"),
             pipeline=False,
+            # discriminator loss, generator loss, the discriminator's mean probability on
+            # real and on generated images
+            step_metrics=("loss_d", "loss_g", "d_real", "d_fake"),
         ),
         TaskInfo(
             "language-modeling",

@@ -26,9 +26,9 @@ from torch import nn
 from deepyard.data import TensorData, resolve_sources
 from deepyard.errors import SpecError
 from deepyard.tasks import gan_score
-from deepyard.tasks.base import EvalBatch, StepResult, Task, to_device
+from deepyard.tasks.base import EvalBatch, Scoring, StepResult, Task, to_device
 from deepyard.tasks.images import grid_png
-from deepyard.train.evaluate import Evaluation, run_eval
+from deepyard.train.evaluate import Evaluation
 
 NOISE_SEED = 1234  # the eval noise: fixed, so evaluations compare like with like
 GRID = (4, 8)  # rows x columns of the sample grid
@@ -122,16 +122,11 @@ class GanTask(Task):
         extra = {k: v / accumulation for k, v in sums.items()}
         return StepResult(extra["loss_d"] + extra["loss_g"], 0, forward_s, extra)
 
-    def evaluate(
-        self,
-        engine: Any,
-        data: TensorData,
-        rank: int,
-        world_size: int,
-        batch_size: int,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> Evaluation:
+    def scoring(
+        self, engine: Any, data: TensorData, device: torch.device, dtype: torch.dtype
+    ) -> Scoring:
+        """`_Scoring` on the eval rows' indices (each picks its row's fixed noise), and the
+        scorer's accuracy."""
         scorer, scorer_accuracy = self._scorer(data)
         model = getattr(engine, "module", engine)  # a plain module in `deepyard eval`
         noise = torch.randn(
@@ -139,11 +134,13 @@ class GanTask(Task):
         )
         rows = TensorData(data.inputs, torch.arange(len(data)), data.input_shape, 1)
         scoring = _Scoring(model, scorer, noise, device, dtype)
-        result = run_eval(scoring, engine, rows, rank, world_size, batch_size, device, dtype)
-        metrics = {**result.metrics, "scorer_accuracy": scorer_accuracy}
-        if rank != 0:
-            return Evaluation(metrics)
-        return Evaluation(metrics, images={"samples": self.samples(engine, device, dtype)})
+        return Scoring(scoring, rows, {"scorer_accuracy": scorer_accuracy})
+
+    def images(
+        self, engine: Any, data: TensorData, rank: int, device: torch.device, dtype: torch.dtype
+    ) -> dict[str, bytes]:
+        """Rank 0's grid of samples (ZeRO 0-2 only: each rank holds the whole generator)."""
+        return {"samples": self.samples(engine, device, dtype)} if rank == 0 else {}
 
     def samples(self, engine: Any, device: torch.device, dtype: torch.dtype) -> bytes:
         """A grid of images generated from the first eval noise rows (fixed)."""

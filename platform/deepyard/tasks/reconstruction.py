@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from deepyard.data import TensorData
 from deepyard.tasks.base import EvalBatch, Task
 from deepyard.tasks.images import grid_png
-from deepyard.train.evaluate import Evaluation, run_eval
+from deepyard.train.evaluate import Evaluation
 
 SHOWN = 8  # eval images in the PNG grid: originals above, reconstructions below
 
@@ -48,24 +48,15 @@ class Reconstruction(Task):
         count = pixels / max(1, data.inputs[0].numel())
         return Evaluation({"mse": mse, "loss": mse, "num_samples": count})
 
-    def evaluate(
-        self,
-        engine: Any,
-        data: TensorData,
-        rank: int,
-        world_size: int,
-        batch_size: int,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> Evaluation:
-        result = run_eval(self, engine, data, rank, world_size, batch_size, device, dtype)
+    def images(
+        self, engine: Any, data: TensorData, rank: int, device: torch.device, dtype: torch.dtype
+    ) -> dict[str, bytes]:
+        """The first eval images above their reconstructions (image data only)."""
         if data.inputs.dim() != 4:  # not images: nothing to show
-            return result
+            return {}
         originals = data.inputs[:SHOWN]
         engine.eval()  # every rank: a ZeRO-3 forward gathers parameters from all of them
         with torch.no_grad():
             rebuilt = engine(originals.to(device, dtype)).float().cpu()
         engine.train()
-        if rank != 0:
-            return result
-        return Evaluation(result.metrics, images={"samples": grid_png([originals, rebuilt])})
+        return {"samples": grid_png([originals, rebuilt])} if rank == 0 else {}

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 from deepyard.data import TensorData
 from deepyard.data.windows import WindowInfo
-from deepyard.tasks.base import EvalBatch, Task
+from deepyard.tasks.base import EvalBatch, Scoring, Task
 from deepyard.tasks.catalog import TaskInfo
-from deepyard.train.evaluate import Evaluation, run_eval
+from deepyard.train.evaluate import Evaluation
 
 
 class Regression(Task):
@@ -72,19 +72,11 @@ class Regression(Task):
         metrics["num_samples"] = float(sums.get("rows", torch.tensor(0.0)))
         return Evaluation(metrics)
 
-    def evaluate(
-        self,
-        engine: Any,
-        data: TensorData,
-        rank: int,
-        world_size: int,
-        batch_size: int,
-        device: torch.device,
-        dtype: torch.dtype,
-    ) -> Evaluation:
+    def scoring(
+        self, engine: Any, data: TensorData, device: torch.device, dtype: torch.dtype
+    ) -> Scoring:
         """Scored against the baseline of the split's own windowing, where it has one."""
-        scorer = Regression(self.info, data.window)
-        return run_eval(scorer, engine, data, rank, world_size, batch_size, device, dtype)
+        return Scoring(Regression(self.info, data.window), data)
 
 
 def predictions(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

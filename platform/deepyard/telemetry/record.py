@@ -26,10 +26,19 @@ def new_run_id() -> str:
 
 
 class RunRecorder:
-    """Collects a run's events and writes `summary.json` and `history.parquet`."""
+    """Collects a run's events and writes `summary.json` and `history.parquet`: one row per
+    step, HISTORY_COLUMNS then the task's own `step_columns` (a GAN's two losses)."""
 
-    def __init__(self, run_dir: Path, job: str, run_id: str, started_at: float) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        job: str,
+        run_id: str,
+        started_at: float,
+        step_columns: tuple[str, ...] = (),
+    ) -> None:
         self.run_dir = run_dir
+        self.step_columns = tuple(c for c in step_columns if c not in HISTORY_COLUMNS)
         self.job = job
         self.run_id = run_id
         self.started_at = started_at
@@ -66,7 +75,8 @@ class RunRecorder:
         elif kind == "step":
             if not self.steps:
                 self.phase("first_step", event["t"])
-            self.steps.append({k: event.get(k, 1) for k in HISTORY_COLUMNS})
+            row = {k: event.get(k, 1) for k in HISTORY_COLUMNS}
+            self.steps.append(row | {k: event.get(k) for k in self.step_columns})
         elif kind == "eval":
             self.evals.append({"step": event["step"], **event["metrics"]})
 
@@ -134,7 +144,8 @@ class RunRecorder:
         return out
 
     def _write_history(self) -> None:
-        columns = {c: [row[c] for row in self.steps] for c in HISTORY_COLUMNS}
+        names = HISTORY_COLUMNS + self.step_columns
+        columns = {c: [row[c] for row in self.steps] for c in names}
         pq.write_table(pa.table(columns), self.run_dir / "history.parquet")
         if self.evals:
             (self.run_dir / "evals.json").write_text(json.dumps(self.evals, indent=2) + "\n")

@@ -13,6 +13,7 @@ import psutil
 from rich.console import Console
 
 from deepyard import spec as specs
+from deepyard.tasks.catalog import info
 from deepyard.telemetry.exporter import MetricsExporter
 from deepyard.telemetry.progress import ProgressDisplay
 from deepyard.telemetry.record import RunRecorder, new_run_id
@@ -65,7 +66,11 @@ def open_run(spec: specs.JobSpec, started_at: float, console: Console | None = N
     (on stderr, or on `console`)."""
     run_id = new_run_id()
     recorder = RunRecorder(
-        Path(spec.output_dir) / spec.name / run_id, spec.name, run_id, started_at
+        Path(spec.output_dir) / spec.name / run_id,
+        spec.name,
+        run_id,
+        started_at,
+        step_columns=info(spec.task_name).step_metrics,
     )
     recorder.write_spec(spec.model_dump(mode="json"), specs.spec_hash(spec))
     display = ProgressDisplay(spec.name, spec.training.log_every_steps, console)

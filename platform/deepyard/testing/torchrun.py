@@ -22,11 +22,13 @@ TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 
 @dataclass
 class Run:
-    """One finished command: exit code, its summary (the last JSON stdout line), stderr."""
+    """One finished command: exit code, its summary (the last JSON stdout line), stderr,
+    and its whole stdout."""
 
     code: int
     summary: dict[str, Any]
     stderr: str
+    stdout: str = ""
 
     @property
     def run_dir(self) -> Path:
@@ -72,7 +74,7 @@ def execute(argv: list[str], timeout: int) -> Run:
         kill_tree(proc)
         raise
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
-    return Run(proc.returncode, json.loads(lines[-1]) if lines else {}, stderr)
+    return Run(proc.returncode, json.loads(lines[-1]) if lines else {}, stderr, stdout)
 
 
 def kill_tree(proc: subprocess.Popen[str]) -> None:

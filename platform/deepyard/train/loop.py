@@ -7,7 +7,6 @@ steps, evaluations) through `emit`; whoever runs the loop decides where they go.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import random
 import threading
 import time
@@ -20,9 +19,9 @@ import torch
 
 from deepyard import models, tasks
 from deepyard.data import TensorData, engines, read_eval_split
+from deepyard.data.labels import fit_to_model
 from deepyard.data.source import ParquetSource
 from deepyard.data.text import load_tokenizer
-from deepyard.errors import DataError
 from deepyard.spec import JobSpec
 from deepyard.tasks.base import Task
 from deepyard.telemetry.flops import (
@@ -302,16 +301,10 @@ def _open_data(spec: JobSpec, sources: Sources) -> tuple[ParquetSource, TensorDa
     if sources.eval is None:
         return source, None
     eval_data = read_eval_split(spec.data, sources.eval, tokenizer, label_kind)
-    if label_kind == "values":
-        return source, eval_data
-    top = int(eval_data.labels.max())
-    if top >= source.num_classes:
-        raise DataError(
-            f"{sources.eval}: label {top} is outside the {source.num_classes} classes of "
-            f"the training data {sources.train}; use the same label ids in both splits"
-        )
-    # Score against the model's classes, not the ones that happen to occur in eval.
-    return source, dataclasses.replace(eval_data, num_classes=source.num_classes)
+    fitted = fit_to_model(
+        eval_data, source.num_classes, label_kind, sources.eval, spec.data.label, sources.train
+    )
+    return source, fitted
 
 
 def _vocab(source: ParquetSource) -> models.Vocab | None:

@@ -24,6 +24,7 @@ from deepyard.analysis import loaded as loading
 from deepyard.analysis import locate, offline
 from deepyard.cli.main import app
 from deepyard.data import read_split
+from deepyard.data.labels import LabelOutOfRange
 from deepyard.errors import CheckpointError, DataError
 from deepyard.models import registry
 
@@ -148,8 +149,18 @@ def test_labels_outside_the_models_classes_are_refused(make_saved, tmp_path: Pat
     wrong = tmp_path / "five.parquet"
     write_split(wrong, np.zeros((6, 1, 4, 4), np.float32), np.arange(6) % 5, 5)
     model = loading.load(locate.resolve(str(saved.run_dir), print), CPU)
-    with pytest.raises(DataError, match=r"label 4 is outside the model's 3 classes \(0..2\)"):
+    with pytest.raises(LabelOutOfRange) as info:
         loading.read_data(model, str(wrong))
+    # The worker's own eval check (tests/unit/data/test_labels.py) says the same.
+    assert (info.value.uri, info.value.row, info.value.value) == (str(wrong), 3, 3)
+    assert str(info.value).startswith(
+        f"{wrong}: label column 'label' holds 3 at row 3, outside the 3 classes 0..2; "
+        "the model has the classes of its training data "
+    )
+
+    done = cli("eval", str(saved.run_dir), "--data", str(wrong))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {info.value}"
 
 
 class _Encoder(nn.Module):

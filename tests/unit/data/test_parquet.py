@@ -104,7 +104,7 @@ def test_missing_column_lists_the_columns_there(split) -> None:
     [
         ([0.0, 1.0], r"label column 'label' has type double; labels must be integer class ids"),
         (["a", "b"], r"label column 'label' has type string"),
-        ([0, -1], r"label column 'label' has negative values"),
+        ([0, -1], r"label column 'label' holds -1 at row 1, a negative class id"),
         (pa.array([0, None], pa.int64()), r"label column 'label' has 1 missing values"),
     ],
     ids=["float", "string", "negative", "null"],
@@ -119,7 +119,9 @@ def test_bad_labels(tmp_path: Path, labels, match: str) -> None:
 def test_labels_beyond_the_metadata_classes(tmp_path: Path) -> None:
     uri = tmp_path / "t.parquet"
     write_split(uri, np.zeros((3, 2), np.float32), np.array([0, 1, 5]), num_classes=3)
-    with pytest.raises(DataError, match=r"holds class 5.* says 3 classes; use class ids 0\.\.2"):
+    with pytest.raises(
+        DataError, match=r"holds 5 at row 2, outside the 3 classes 0\.\.2; use class ids 0\.\.2"
+    ):
         read_split(str(uri), "features", "label")
 
 

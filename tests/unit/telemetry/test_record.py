@@ -108,3 +108,22 @@ def test_a_language_model_counts_flops_per_real_token(recorder: RunRecorder) -> 
     summary = recorder.finish({"samples_per_s": 100.0, "tokens_per_s": 2700.0}, "succeeded")
     assert summary["achieved_flops_per_s"] == pytest.approx(3 * 5e6 * 2700)
     assert summary["mfu"] == pytest.approx(3 * 5e6 * 2700 / 1e12, abs=1e-4)
+
+
+def test_a_gan_run_keeps_both_losses_per_step(tmp_path: Path) -> None:
+    """A task's own step figures (a GAN's discriminator and generator losses) become
+    history columns beside the combined loss; rows of steps that lack one hold null."""
+    from deepyard.tasks.catalog import info
+
+    columns = info("gan").step_metrics
+    assert {"loss_d", "loss_g"} <= set(columns)
+    recorder = RunRecorder(tmp_path / "gan", "gan", "r1", T0, step_columns=columns)
+    for n in (1, 2):
+        recorder.add({**step(n, T0 + n), "loss_d": 1.0 / n, "loss_g": 0.5 * n})
+    recorder.add(step(3, T0 + 3))  # e.g. written by an older deepyard
+    recorder.finish({"steps": 3}, "succeeded")
+
+    history = pq.read_table(recorder.run_dir / "history.parquet").to_pydict()
+    assert list(history) == [*HISTORY_COLUMNS, *columns]
+    assert history["loss_d"] == [1.0, 0.5, None]
+    assert history["loss_g"] == [0.5, 1.0, None]

@@ -40,5 +40,5 @@ def test_eval_label_outside_training_classes_is_a_data_error(tmp_path: Path) -> 
     train = _split(tmp_path / "train.parquet", [0, 1, 2], None)
     evaluation = _split(tmp_path / "eval.parquet", [0, 7], None)
     spec = load_text(SPEC, "j.yaml", check_paths=False)
-    with pytest.raises(DataError, match="label 7 is outside the 3 classes"):
+    with pytest.raises(DataError, match=r"holds 7 at row 1, outside the 3 classes 0\.\.2"):
         _open_data(spec, Sources(train, evaluation))
