@@ -78,9 +78,9 @@ def test_pipeline_refuses_zero_2_with_the_stage_that_works() -> None:
 
 
 def test_more_stages_than_layers_is_refused() -> None:
-    # tiny: embedding, 2 blocks, norm, head = 5 layers to cut
+    # tiny: token lookup, positions, 2 blocks, norm, head = 6 layers to cut
     message = error(gpt(8, "  pipeline: 8\n"))
-    assert "has 5 layers to cut, fewer than the stages; use pipeline: 5 or less" in message
+    assert "has 6 layers to cut, fewer than the stages; use pipeline: 6 or less" in message
 
 
 def test_a_deeper_model_takes_more_stages() -> None:
