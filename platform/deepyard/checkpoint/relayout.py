@@ -31,6 +31,22 @@ def saved_layout(manifest: dict[str, Any]) -> Layout:
     return Layout(layout["data"], layout["pipeline"], layout["tensor"])
 
 
+def check_layers(manifest: dict[str, Any], layers: int | None) -> None:
+    """A pipeline checkpoint names its files and parameters by layer index: it reads back
+    only into a model cut into the same `layers` (recorded since the GPT's embedding
+    became two layers: its token lookup, tied to the head, and its position table)."""
+    saved = manifest.get("pipeline_layers")
+    if saved_layout(manifest).pipeline == 1 or saved == layers:
+        return
+    cut = f"{saved} layers" if saved is not None else "the layers of an earlier deepyard"
+    raise CheckpointError(
+        f"the pipeline checkpoint at step {manifest.get('step')} holds the model cut into "
+        f"{cut}, and this deepyard cuts model {manifest['spec']['model']['name']} into "
+        f"{layers}; read it with the deepyard version that saved it, or start over with "
+        "--restart"
+    )
+
+
 def needs_universal(manifest: dict[str, Any], layout: Layout) -> bool:
     """Whether loading on `layout` needs the universal format: ZeRO partitions saved on
     another layout."""

@@ -39,7 +39,10 @@ def split_model_state(folder: Path, manifest: dict[str, Any]) -> dict[str, torch
 def _from_layers(folder: Path, manifest: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Each layer file's entries, renamed to the whole model's names: the model is built
     on the meta device, and each layer's tensors are found among the model's own."""
+    from deepyard.checkpoint.relayout import check_layers
+
     model = meta_model(manifest)
+    check_layers(manifest, len(model.layers()))  # type: ignore[operator]
     names: dict[int, list[str]] = defaultdict(list)  # a tied weight has two names
     for name, tensor in model.state_dict(keep_vars=True).items():
         names[id(tensor)].append(name)

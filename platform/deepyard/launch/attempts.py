@@ -17,6 +17,7 @@ from deepyard import spec as specs
 from deepyard.checkpoint import catalog, relayout
 from deepyard.checkpoint.store import Store
 from deepyard.errors import CheckpointError, ClusterShrunk, DataError, DeepyardError, SpecError
+from deepyard.models import registry
 from deepyard.spec import JobSpec
 from deepyard.train.plan import AttemptPlan
 from deepyard.train.topology import Layout
@@ -92,6 +93,7 @@ def _check_resumable(spec: JobSpec, manifest: dict[str, Any], where: str) -> Non
                 f"now has {field_name}={mine[field_name]}; resume with the same {field_name}, "
                 "or pass --restart to start a new checkpoint lineage (the old one is kept)"
             )
+    relayout.check_layers(manifest, registry.pipeline_layers(spec.model.name, spec.model.args))
     _check_layout(spec, manifest)
 
 

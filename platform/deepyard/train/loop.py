@@ -230,6 +230,8 @@ def build_parts(
     say({"type": "phase", "name": "engine_ready", "t": time.time()})
     saves = checkpointing.open_saves(spec, plan, ctx, engine, batches, say)
     saves.meta["model_data"] = _model_data(source)  # rebuilds it offline (deepyard eval)
+    if stages is not None:  # files and names go by layer index: see relayout.check_layers
+        saves.meta["pipeline_layers"] = stages[-1]["layers"][1]
     if plan.resume is not None:
         say({"type": "phase", "name": "checkpoint_restored", "t": time.time()})
     return Parts(

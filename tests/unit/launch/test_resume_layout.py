@@ -10,6 +10,7 @@ import pytest
 
 from deepyard.errors import CheckpointError
 from deepyard.launch.attempts import _check_resumable
+from deepyard.models import registry
 from deepyard.spec import load_text
 
 GPT = """name: lm
@@ -40,12 +41,15 @@ def manifest(workers: int, parallelism: str) -> dict[str, Any]:
         "pipeline": spec.parallelism.pipeline,
         "tensor": spec.parallelism.tensor,
     }
-    return {
+    saved = {
         "spec": spec.model_dump(mode="json"),
         "world_size": workers,
         "parallelism": layout,
         "step": 40,
     }
+    if spec.parallelism.pipeline > 1:
+        saved["pipeline_layers"] = registry.pipeline_layers("gpt", {"size": "tiny"})
+    return saved
 
 
 @pytest.mark.parametrize(
@@ -90,3 +94,15 @@ def test_the_check_leaves_the_manifest_as_read() -> None:
     before = repr(saved)
     _check_resumable(job(1, "zero_stage: 1"), saved, "ckpt")
     assert repr(saved) == before
+
+
+def test_a_pipeline_checkpoint_cut_into_other_layers_is_refused_before_the_workers_start() -> None:
+    """Layer files are named by index: a checkpoint of the GPT as an earlier deepyard cut
+    it (the embedding one layer, not two) would load blocks into the wrong layers."""
+    saved = manifest(2, "pipeline: 2, zero_stage: 1")
+    del saved["pipeline_layers"]
+    with pytest.raises(CheckpointError) as info:
+        _check_resumable(job(2, "pipeline: 2, zero_stage: 1"), saved, "ckpt")
+    message = str(info.value)
+    assert "holds the model cut into the layers of an earlier deepyard" in message
+    assert "cuts model gpt into 6" in message and "--restart" in message
