@@ -116,7 +116,7 @@ def _run(variant: str, args: argparse.Namespace, world: int = 1) -> list[dict[st
         subprocess.Popen([*base, "--rank", str(rank)], stdout=subprocess.PIPE, text=True)
         for rank in range(world)
     ]
-    results = []
+    results: list[dict[str, Any]] = []
     for proc in procs:
         stdout, _ = proc.communicate(timeout=args.timeout)
         if proc.returncode != 0:

@@ -64,12 +64,10 @@ def layer_seed(seed: int, index: int) -> int:
     return int(state[0])
 
 
-def materialise(
-    model: nn.Module, indices: Iterable[int], seed: int, device: str = "cpu"
-) -> list[int]:
-    """Give layers `indices` of a meta-built `model` real tensors on `device`, initialised
-    per layer; returns the indices of the layers initialised (the owners of `indices`).
-    Tensors outside these layers stay on the meta device."""
+def materialise(model: nn.Module, indices: Iterable[int], seed: int, device: str = "cpu") -> None:
+    """Give layers `indices` of a meta-built `model` (and the earlier layers whose weights
+    they share) real tensors on `device`, initialised per layer. Tensors outside these
+    layers stay on the meta device."""
     layers: list[nn.Module] = model.layers()  # type: ignore[operator]
     owner = owners(layers)
     wanted = sorted(set(indices))
@@ -86,7 +84,6 @@ def materialise(
             with torch.no_grad():
                 init(layers[index])
         _check_initialised(layers[index], index, type(model).__name__)
-    return initialised
 
 
 def materialise_all(model: nn.Module, seed: int, device: str = "cpu") -> nn.Module:
@@ -137,6 +134,6 @@ def _check_initialised(layer: nn.Module, index: int, model: str) -> None:
         if tensor.is_floating_point() and torch.isnan(tensor.sum()):
             raise ValueError(
                 f"model {model}: layer {index} ({type(layer).__name__}) leaves {name!r} "
-                "uninitialised when built layer by layer (no reset_parameters() writes "
-                "it); give the model an init_layer(layer) method that initialises it"
+                "uninitialised when built layer by layer (neither its init_layer(layer) nor "
+                "a reset_parameters() writes it); make the model's init_layer initialise it"
             )

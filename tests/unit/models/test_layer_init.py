@@ -88,7 +88,9 @@ class _Raw(nn.Module):
 def test_a_tensor_no_initialisation_writes_is_refused() -> None:
     with torch.device("meta"):
         model = _Layers(nn.Linear(4, 4), _Raw())
-    with pytest.raises(ValueError, match=r"layer 1 \(_Raw\) leaves 'scale' uninit.*init_layer"):
+    with pytest.raises(
+        ValueError, match=r"layer 1 \(_Raw\) leaves 'scale' uninit.*init_layer initialise it"
+    ):
         layer_init.materialise_all(model, seed=0)
 
 
