@@ -48,7 +48,9 @@ def test_image_family_trains_on_two_workers(ray_session, digits_job, name: str, 
 
     curve = losses(events)
     assert len(curve) == 40
-    assert np.mean(curve[-10:]) < 0.7 * np.mean(curve[:10]), curve
+    # 0.8: the cnn's ratio moved between 0.69 and 0.77 over training.seed 0-3 (its
+    # initial weights); a model that does not learn stays near 1.
+    assert np.mean(curve[-10:]) < 0.8 * np.mean(curve[:10]), curve
     assert summary["eval"]["num_samples"] == 360
     assert summary["eval"]["accuracy"] > 0.5
     assert 0.5 < summary["eval"]["roc_auc"] <= 1.0

@@ -249,8 +249,10 @@ def test_split_checkpoints_evaluate_and_export_as_the_whole_model(
         cli("checkpoint", "export", str(out / "pipe-gpt" / "checkpoints"), "--out", str(target))
         weights[name] = load_file(str(target))
     assert weights[key].keys() == weights["single"].keys()
+    # atol: an element whose first gradient is near Adam's eps (1e-8) takes a first step
+    # that magnifies rounding differences of that gradient (one element at 1.2e-5 seen).
     for name, tensor in weights["single"].items():
-        torch.testing.assert_close(weights[key][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(weights[key][name], tensor, rtol=1e-4, atol=5e-5, msg=name)
     scored = json.loads(cli("eval", str(split.run_dir), "--json"))
     assert scored["metrics"]["loss"] == pytest.approx(split.summary["eval"]["loss"], rel=1e-5)
 

@@ -170,17 +170,24 @@ class GPT(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """GPT-2's: N(0, 0.02), residual projections scaled by 1/sqrt(2 x n_layer)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
+        for layer in self.layers()[:-1]:  # the head's projection is the embedding's weight
+            self.init_layer(layer)
+
+    def init_layer(self, layer: nn.Module) -> None:
+        """GPT-2's initialisation of one of `layers()`: weights N(0, 0.02), biases 0,
+        LayerNorms 1 and 0, the projections back into the residual stream N(0, 0.02 /
+        sqrt(2 x n_layer)). Layer by layer, so that a pipeline stage initialises only its
+        own (deepyard.models.layer_init)."""
+        for module in layer.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.reset_parameters()
+            elif isinstance(module, nn.Linear | nn.Embedding | TokenLookup):
                 nn.init.normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, std=0.02)
-        nn.init.normal_(self.embed.weight, std=0.02)
+                bias = getattr(module, "bias", None)
+                if isinstance(bias, torch.Tensor):
+                    nn.init.zeros_(bias)
         residual_std = 0.02 / math.sqrt(2 * self.shape.n_layer)
-        for name, parameter in self.named_parameters():
+        for name, parameter in layer.named_parameters():
             if name.endswith(("attn.proj.weight", "mlp.2.weight")):  # into the residual
                 nn.init.normal_(parameter, std=residual_std)
 

@@ -53,10 +53,12 @@ def forward_flops_per_sample(
         return float(analytic(input_shape))
     was_training = model.training
     model.eval()  # no dropout draws, no batch-norm statistics updated
+    # A model cut into pipeline stages is counted on the meta device, as it was built.
+    device = next(model.parameters()).device
     if token_inputs:
-        batch = torch.ones((2, *input_shape), dtype=torch.long)
+        batch = torch.ones((2, *input_shape), dtype=torch.long, device=device)
     else:
-        batch = torch.zeros((2, *input_shape))
+        batch = torch.zeros((2, *input_shape), device=device)
     counter = FlopCounterMode(display=False)
     try:
         with torch.no_grad(), counter:

@@ -22,6 +22,7 @@ from deepyard.data import TensorData, engines, read_eval_split
 from deepyard.data.labels import fit_to_model
 from deepyard.data.source import ParquetSource
 from deepyard.data.text import load_tokenizer
+from deepyard.models import layer_init
 from deepyard.spec import JobSpec
 from deepyard.tasks.base import Task
 from deepyard.telemetry.flops import (
@@ -317,10 +318,16 @@ def _vocab(source: ParquetSource) -> models.Vocab | None:
 
 
 def _build_model(spec: JobSpec, source: ParquetSource) -> torch.nn.Module:
-    """The spec's model for this data."""
-    return models.build(
-        spec.model.name, spec.model.args, source.input_shape, source.num_classes, _vocab(source)
-    )
+    """The spec's model for this data. One that pipeline stages can cut is initialised
+    layer by layer (deepyard.models.layer_init), in every layout alike; under pipeline
+    parallelism it stays on the meta device here, and each rank materialises its stage."""
+    name, args, vocab = spec.model.name, spec.model.args, _vocab(source)
+    if not models.get(name).pipeline:
+        return models.build(name, args, source.input_shape, source.num_classes, vocab)
+    model = layer_init.build_on_meta(name, args, source.input_shape, source.num_classes, vocab)
+    if spec.parallelism.pipeline > 1:
+        return model
+    return layer_init.materialise_all(model, spec.training.seed)
 
 
 def _model_data(source: ParquetSource) -> dict[str, Any]:

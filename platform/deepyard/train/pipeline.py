@@ -9,9 +9,10 @@ is its forward (`GPT.layers()`; registered with `pipeline=True`). The builder he
   layer count;
 - computes the task's own loss on the last stage.
 
-The whole model is built on every rank first (same seed: the same initial weights as a
-one-process run, whatever the stage count), then each rank keeps only its stage's
-layers; so the model must fit in host memory once, not in one device.
+The model arrives built on the meta device (deepyard.models.layer_init): each rank gives
+real tensors only to its stage's layers (and a copy of a tied layer it applies), each
+layer initialised from its own seed, so the weights equal those of a one-process run
+whatever the stage count, and no rank allocates the whole model.
 
 A training step pulls all of the step's micro-batches on every rank (stages other than
 the first and last do not read them, but pulling keeps every rank's data cursor in
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deepyard.models import layer_init
 from deepyard.tasks.base import StepResult, Task, count_tokens, to_device
 from deepyard.train.evaluate import pad_argument
 
@@ -51,10 +53,22 @@ class _Existing(nn.Module):
 
 
 def build_module(model: nn.Module, spec: Any, task: Task, pad_id: int | None) -> nn.Module:
-    """The DeepSpeed PipelineModule of `model`'s stages, with `task`'s loss."""
+    """The DeepSpeed PipelineModule of this rank's stage of `model` (built on the meta
+    device; this stage's layers are materialised here), with `task`'s loss."""
+    import torch.distributed as dist
     from deepspeed.pipe import PipelineModule
+    from deepspeed.runtime.pipe.topology import PipeDataParallelTopology
 
     layers: list[nn.Module] = model.layers()  # type: ignore[operator]
+    specs = stage_specs(layers)
+    num_stages = spec.parallelism.pipeline
+    method = PARTITION[spec.parallelism.pipeline_partition]
+    world = dist.get_world_size()
+    topology = PipeDataParallelTopology(num_pp=num_stages, num_dp=world // num_stages)
+    bounds = partition(specs, num_stages, method)
+    stage = topology.get_coord(dist.get_rank()).pipe
+    own = range(bounds[stage], bounds[stage + 1])
+    layer_init.materialise(model, own, spec.training.seed, layers=layers)
 
     def loss(outputs: torch.Tensor, targets: tuple[torch.Tensor, torch.Tensor]) -> Any:
         inputs, labels = targets
@@ -65,14 +79,29 @@ def build_module(model: nn.Module, spec: Any, task: Task, pad_id: int | None) ->
     # autograd would otherwise record into the weights' graph.
     with contextlib.redirect_stdout(printed), torch.no_grad():
         module = PipelineModule(
-            layers=stage_specs(layers),
-            num_stages=spec.parallelism.pipeline,
+            layers=specs,
+            topology=topology,
             loss_fn=loss,
-            partition_method=PARTITION[spec.parallelism.pipeline_partition],
+            partition_method=method,
             dynamic_shape=True,  # token batches are padded per batch: lengths vary
         )
     logging.getLogger(__name__).debug("%s", printed.getvalue())
+    if [int(b) for b in module.parts] != bounds:  # materialised other layers than it runs
+        raise RuntimeError(f"DeepSpeed cut stages at {module.parts}, deepyard at {bounds}")
     return module
+
+
+def partition(specs: list[Any], num_stages: int, method: str) -> list[int]:
+    """Where DeepSpeed's PipelineModule cuts `specs` into stages (`method` "uniform" or
+    "parameters", as its `_partition_layers` does), counted on the meta device."""
+    from deepspeed.pipe import LayerSpec
+    from deepspeed.runtime import utils as ds_utils
+
+    if method == "uniform":
+        return [int(b) for b in ds_utils.partition_uniform(len(specs), num_stages)]
+    modules = [s.build() if isinstance(s, LayerSpec) else s for s in specs]
+    counts = [sum(p.numel() for p in m.parameters() if p.requires_grad) for m in modules]
+    return [int(b) for b in ds_utils.partition_balanced(counts, num_stages)]
 
 
 def stages(module: nn.Module, layers: list[nn.Module]) -> list[dict[str, Any]]:
