@@ -49,10 +49,13 @@ DROPOUT = {1: 0.0, 2: 0.2, 3: 0.2}  # with dropout, only restored RNG states res
 # rows), redraws dropout masks and changes batch-norm statistics, so per-step losses move.
 # Measured on digits, ZeRO-2, resumed at step 7-8 (dropout 0.2 / 0.0):
 #   per-step mean |diff| 0.073 / 0.066 (2->1), 0.043 / 0.042 (1->2), max 0.19;
-#   mean over the resumed steps within 0.006; final eval loss within 0.005 once
-#   batch-norm buffers are restored (0.21 worse while they are not).
+#   mean over the resumed steps within 0.006 with the earlier initial weights, 0.037
+#   (2->1) and 0.015 (1->2) with the per-layer ones (models/layer_init.py): the per-step
+#   differences (sd ~0.09, both signs) average over only 13-16 steps, so 0.03 sat at one
+#   standard error; final eval loss within 0.005 once batch-norm buffers are restored
+#   (0.21 worse while they are not). The curve itself falls by 0.6 over those steps.
 WORLD_CHANGE_STEP_DIFF = 0.15  # mean |loss diff| per resumed step
-WORLD_CHANGE_MEAN_DIFF = 0.03  # |diff| of the mean loss over the resumed steps
+WORLD_CHANGE_MEAN_DIFF = 0.07  # |diff| of the mean loss over the resumed steps
 WORLD_CHANGE_EVAL_DIFF = 0.05  # |diff| of the final eval loss
 
 
