@@ -220,13 +220,16 @@ def test_pbt_exploits_by_continuing_from_the_better_trials_checkpoint(tmp_path: 
         name: pbt
         job_overrides:
           training.epochs: null
-          training.max_steps: 160
+          training.max_steps: 150   # the last interval (120) leaves steps to train
           training.eval_every_steps: 20
           checkpoint.every_steps: 20
           resources.num_workers: 1   # two trials at once on two cores: PBT needs a population
         space:
           optimizer.lr: {type: loguniform, low: 1.0e-6, high: 1.0e-2}
-        scheduler: {name: pbt, perturbation_interval_steps: 40}
+        # synch: the trials meet at every interval, so the weak one copies a checkpoint of
+        # the step it reached (without it, a trial that raced ahead under load could be
+        # copied at its last step, leaving nothing to train)
+        scheduler: {name: pbt, perturbation_interval_steps: 40, synch: true}
         seed: 2                      # draws lr 1.1e-5 for one trial and 3.8e-3 for the other
         budget: {max_trials: 2, max_concurrent: 2}
         """,
@@ -234,15 +237,29 @@ def test_pbt_exploits_by_continuing_from_the_better_trials_checkpoint(tmp_path: 
     summary = summary_of(sweep("run", str(spec), "--json"))
     assert summary["by_state"] == {"finished": 2}
     home = tmp_path / "runs" / "pbt"
-    [adopted] = list(home.glob("trials/*/adopted.json"))
-    donor = json.loads(adopted.read_text())["trial"]
-    weak = adopted.parent
-    assert donor != weak.name
-    # The weak trial went on from a copy of the donor's checkpoint, in its own store ...
+    markers = sorted(home.glob("trials/*/adopted.json"))
+    assert markers, "no trial exploited another"
+    for adopted in markers:
+        ref = json.loads(adopted.read_text())
+        assert ref["trial"] != adopted.parent.name
+        # synch: the donor was judged at the interval the weak trial had reached, and the
+        # weak trial went on from a copy of that checkpoint, in its own store ...
+        assert 40 <= ref["step"] < 150
+        resumes = [
+            e
+            for run in run_dirs(home, adopted.parent.name)
+            for e in events(run)
+            if e["type"] == "resumed"
+        ]
+        assert any(
+            e["step"] == ref["step"] and e["checkpoint"].startswith(str(adopted.parent))
+            for e in resumes
+        ), resumes
+    weak = markers[0].parent
+    donor = json.loads(markers[0].read_text())["trial"]
     last_run = run_dirs(home, weak.name)[-1]
     [resumed] = [e for e in events(last_run) if e["type"] == "resumed"]
-    assert resumed["checkpoint"].startswith(str(weak))
-    assert 40 <= resumed["step"] < 160
+    assert 40 <= resumed["step"] < 150
     # ... with the LR PBT explored from the donor's, which the schedule then follows.
     import pyarrow.parquet as pq
 
@@ -256,9 +273,9 @@ def test_pbt_exploits_by_continuing_from_the_better_trials_checkpoint(tmp_path: 
     job = load_job(last_run / "spec.yaml")
     assert job.optimizer.lr == lr
     history = pq.read_table(last_run / "history.parquet").to_pydict()
-    assert history["step"][0] == resumed["step"] + 1 and history["step"][-1] == 160
+    assert history["step"][0] == resumed["step"] + 1 and history["step"][-1] == 150
     first = history["step"][0]
-    assert history["lr"][0] == pytest.approx(lr * lr_factor(job, 160, first))
+    assert history["lr"][0] == pytest.approx(lr * lr_factor(job, 150, first))
 
 
 def wait_for_second_trials_checkpoint(home: Path, driver: subprocess.Popen[bytes]) -> str:

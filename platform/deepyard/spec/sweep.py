@@ -123,6 +123,12 @@ class PbtScheduler(_Spec):
     quantile_fraction: float = Field(
         default=0.25, gt=0, le=0.5, description="Bottom share that copies the top share."
     )
+    synch: bool = Field(
+        default=False,
+        description="Decide at each interval once every running trial has reached it (Tune's "
+        "synchronous PBT): a trial that races ahead waits, so the population compares and "
+        "copies checkpoints of the same step; slower, reproducible.",
+    )
 
 
 SchedulerSpec = Annotated[

@@ -86,6 +86,7 @@ def trial_scheduler(spec: SweepSpec) -> TrialScheduler:
             perturbation_interval=chosen.perturbation_interval_steps,
             hyperparam_mutations=mutations,
             quantile_fraction=chosen.quantile_fraction,
+            synch=chosen.synch,
         )
     return schedulers.FIFOScheduler()
 
