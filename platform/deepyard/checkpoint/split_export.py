@@ -66,17 +66,17 @@ def _from_layers(folder: Path, manifest: dict[str, Any]) -> dict[str, torch.Tens
 def meta_model(manifest: dict[str, Any]) -> torch.nn.Module:
     """The checkpoint's model on the meta device: its names and shapes, no memory."""
     from deepyard import models
+    from deepyard.models.layer_init import build_on_meta
 
     spec, data = manifest.get("spec", {}), manifest.get("model_data") or {}
     vocab = models.Vocab(*data["vocab"]) if data.get("vocab") else None
-    with torch.device("meta"):
-        return models.build(
-            spec["model"]["name"],
-            spec["model"].get("args", {}),
-            tuple(data["input_shape"]),
-            data["num_classes"],
-            vocab,
-        )
+    return build_on_meta(
+        spec["model"]["name"],
+        spec["model"].get("args", {}),
+        tuple(data["input_shape"]),
+        data["num_classes"],
+        vocab,
+    )
 
 
 def _load(path: Path) -> Any:
