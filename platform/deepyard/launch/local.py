@@ -8,6 +8,7 @@ allows (launch/attempts.py decides).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -76,8 +77,10 @@ class JobRunner:
         restart: bool = False,
         log_dir: Path | None = None,
         placement: PlacementGroup | None = None,
+        hold_after_eval: bool = False,
     ) -> None:
         self.spec, self.sources, self.run_id, self.restart = spec, sources, run_id, restart
+        self.hold_after_eval = hold_after_eval  # a PBT trial (launch/hold.py)
         self.log_dir, self.placement = log_dir, placement
         self.on_event, self.wait_note = on_event, wait_note
         self.attempts = Attempts()
@@ -143,6 +146,7 @@ class JobRunner:
         plan = plan_attempt(
             self.spec, self.attempts.attempt, lineage, self.run_id, self.wait_note, os.getpid()
         )
+        plan = dataclasses.replace(plan, hold_after_eval=self.hold_after_eval)
         self.group = WorkerGroup(
             self.spec,
             self._observe,

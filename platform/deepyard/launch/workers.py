@@ -27,6 +27,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from deepyard.errors import ClusterShrunk, DeepyardError, RetryableError, TrainingError
 from deepyard.launch.admission import Admission
+from deepyard.launch.hold import Hold
 from deepyard.launch.placement import (
     Address,
     bundles,
@@ -59,6 +60,7 @@ class TrainWorker:
     def __init__(self) -> None:
         self._events: collections.deque[dict[str, Any]] = collections.deque()
         self._stop = threading.Event()
+        self._hold = Hold(self._stop)
 
     def address(self) -> Address:
         node = ray.get_runtime_context().get_node_id()
@@ -70,7 +72,12 @@ class TrainWorker:
     ) -> dict[str, Any]:
         from deepyard.train.loop import train
 
-        return train(spec, sources, ctx, self._events.append, plan, self._stop)
+        hold = self._hold.wait if plan.hold_after_eval else None
+        return train(spec, sources, ctx, self._events.append, plan, self._stop, hold)
+
+    def release(self, step: int) -> None:
+        """The driver has passed on the evaluation at `step`: train on (launch/hold.py)."""
+        self._hold.release(step)
 
     def request_stop(self) -> None:
         """Checkpoint at the next step boundary all ranks agree on, then return."""
@@ -120,6 +127,7 @@ class WorkerGroup:
         self.pids: list[int] = []
         self.stop_requested = False
         self.hang_report = ""  # every rank's stacks, when the attempt hung
+        self.holding = False  # the ranks wait after each evaluation until it is passed on
 
     def start(self) -> None:
         if self.placement is not None:
@@ -210,6 +218,7 @@ class WorkerGroup:
             actor.run.remote(self.spec, sources, ctx, plan): ctx.rank
             for actor, ctx in zip(self.actors, ranks_at, strict=True)
         }
+        self.holding = plan.hold_after_eval
         pending, result, stop_sent = list(ranks), {}, False
         watch = _Progress(self.spec.failure.hang_timeout_s)
         while pending:
@@ -263,7 +272,10 @@ class WorkerGroup:
                 lost = lost or self._lost(rank, exc)
         for events in batches:  # the survivors' news first: how far training got
             for event in events:
-                self.on_event(event)
+                self.on_event(event)  # a Tune trial's report returns when Tune continues
+                if self.holding and event.get("type") == "eval":
+                    for actor in self.actors:
+                        actor.release.remote(event["step"])
         if lost is not None:
             raise lost
         return batches[0]

@@ -80,8 +80,10 @@ def trial_scheduler(spec: SweepSpec) -> TrialScheduler:
             time_attr=TIME_ATTR, max_t=max_steps, reduction_factor=chosen.reduction_factor
         )
     if isinstance(chosen, PbtScheduler):
+        from deepyard.sweep import pbt
+
         mutations = to_tune({path: spec.space[path] for path in spec.mutated})
-        return schedulers.PopulationBasedTraining(
+        return pbt.scheduler(  # type: ignore[no-any-return]
             time_attr=TIME_ATTR,
             perturbation_interval=chosen.perturbation_interval_steps,
             hyperparam_mutations=mutations,

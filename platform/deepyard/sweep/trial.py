@@ -21,6 +21,7 @@ from deepyard.spec.job import JobSpec
 from deepyard.spec.sweep import PbtScheduler, SweepSpec
 from deepyard.sweep import metrics
 from deepyard.sweep.exploit import adopt, donor_pointer, pointer, report_with_pointer
+from deepyard.sweep.pbt import STEPS_LEFT
 from deepyard.sweep.space import trial_spec
 
 USAGE_FILE = "usage.json"
@@ -103,6 +104,7 @@ def _run_job(
         session.recorder.run_id,
         log_dir=session.recorder.run_dir,
         placement=ray.util.get_current_placement_group(),
+        hold_after_eval=pbt,  # judged, paused and copied at the step it reported
     )
     if session.exporter is not None:  # the sweep driver's /metrics carries ours too
         metrics.announce(setup.sweep.name, trial_id, session.exporter.address)
@@ -144,14 +146,22 @@ class _Reporter:
     def __init__(self, usage: Usage, pbt_ref: tuple[str, JobSpec] | None = None) -> None:
         self.usage = usage
         self.pbt_ref = pbt_ref  # PBT: each result carries a pointer to our checkpoints
+        self.total_steps = 0  # from the run's start event
 
     def observe(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "start":
+            self.total_steps = event["total_steps"]
         if event.get("type") != "eval":
             return
         from ray import tune
 
         metrics = {k: v for k, v in event["metrics"].items() if k != "num_samples"}
-        result = {**metrics, "step": event["step"], "worker_hours": self.usage.save()}
+        result = {
+            **metrics,
+            "step": event["step"],
+            STEPS_LEFT: self.total_steps - event["step"],
+            "worker_hours": self.usage.save(),
+        }
         if self.pbt_ref is None:
             tune.report(result)
         else:

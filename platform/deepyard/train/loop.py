@@ -79,11 +79,14 @@ def train(
     emit: Emit,
     plan: AttemptPlan | None = None,
     stop: threading.Event | None = None,
+    hold: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Train the job on this rank; rank 0 returns the run summary (others return {}).
 
     Resumes from `plan.resume` when given; `stop` (set on preemption) ends the run at
-    the next step boundary all ranks agree on, after a checkpoint.
+    the next step boundary all ranks agree on, after a checkpoint. `hold(step)`, when
+    given, is called after each evaluation inside the run (a PBT trial waits there for
+    Tune's verdict: launch/hold.py).
     """
     plan = plan or AttemptPlan()
     lead = ctx.rank == 0
@@ -155,7 +158,8 @@ def train(
             )
         else:  # per-rank step times (stragglers): Ray drains every rank
             emit({"type": "rank_step", "rank": ctx.rank, **timing, "t": time.time()})
-        if _due(spec.training.eval_every_steps, step, parts.total_steps):
+        evaluated = _due(spec.training.eval_every_steps, step, parts.total_steps)
+        if evaluated:
             score(spec, parts, ctx, step, say)
         decision = control.after_step()
         if (
@@ -168,6 +172,8 @@ def train(
         if decision.stop:
             outcome = "preempted"
             break
+        if evaluated and hold is not None:
+            hold(step)
     control.close()
 
     if outcome == "finished":

@@ -17,3 +17,4 @@ class AttemptPlan:
     lineage: str | None = None
     resume: Checkpoint | None = None
     job_pid: int = field(default_factory=os.getpid)  # receives SIGTERM faults
+    hold_after_eval: bool = False  # a PBT trial: wait for the driver after each evaluation
