@@ -5,11 +5,15 @@ optimizers, two schedules) resumes onto exactly the losses of an uninterrupted r
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import math
+import re
 import subprocess
 import sys
+import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from deepyard.launch.local import run_job
 from deepyard.tasks.images import grid_size
+from deepyard.telemetry.report import write_report
 from deepyard.testing.torchrun import command, execute
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -88,11 +94,18 @@ def test_gan_trains_on_two_workers(ray_session, digits_job) -> None:
 
 def test_gan_history_has_both_losses(tmp_path: Path) -> None:
     """A GAN user plots the discriminator's and the generator's loss from history.parquet:
-    one row per step, each loss a finite column, and `loss` their sum."""
-    run = execute(
-        command(EXAMPLES / "digits_cnn.yaml", tmp_path, *GAN, "training.max_steps=4"),
-        timeout=400,
-    )
+    one row per step, each loss a finite column, and `loss` their sum. The same figures
+    are served to Prometheus while the job runs (rank 0's exporter, scraped here over
+    HTTP) and plotted by `deepyard report`."""
+    targets = tmp_path / "targets"
+    overrides = [f"telemetry.targets_dir={targets}", "telemetry.linger_s=3"]
+    with Scraper(targets) as scraper:
+        run = execute(
+            command(
+                EXAMPLES / "digits_cnn.yaml", tmp_path, *GAN, "training.max_steps=4", *overrides
+            ),
+            timeout=400,
+        )
     assert run.code == 0 and run.summary["status"] == "succeeded", run.stderr[-3000:]
     history = run.history()
     assert history["step"] == [1, 2, 3, 4]
@@ -102,6 +115,60 @@ def test_gan_history_has_both_losses(tmp_path: Path) -> None:
         history["loss"], history["loss_d"], history["loss_g"], strict=True
     ):
         assert total == pytest.approx(loss_d + loss_g)
+
+    last = scraper.last  # the lingering endpoint's final values: step 4's
+    assert last.get("deepyard_train_step") == 4, last
+    for name in ("loss_d", "loss_g", "d_real", "d_fake"):
+        assert last[f"deepyard_train_step_metric:{name}"] == pytest.approx(history[name][-1])
+
+    figure = report_figures(write_report(run.run_dir).read_text())["task-metrics"]
+    lines = {trace["name"]: trace for trace in figure["data"]}
+    assert lines["loss_d"]["x"] == [1, 2, 3, 4]
+    assert lines["loss_g"]["y"] == pytest.approx(history["loss_g"])
+
+
+class Scraper:
+    """Scrapes the job's /metrics (found through its file_sd target file) every 0.2 s on
+    a thread until the job is gone; `last` holds the newest scrape's rank-0 gauges."""
+
+    def __init__(self, targets: Path) -> None:
+        self.targets, self.last = targets, dict[str, float]()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> Scraper:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(timeout=10)
+
+    def _poll(self) -> None:
+        while not self.done.wait(0.2):
+            for target in self.targets.glob("*.json"):
+                with contextlib.suppress(OSError, ValueError):
+                    [entry] = json.loads(target.read_text())
+                    self.last = self._gauges(entry["targets"][0]) or self.last
+
+    @staticmethod
+    def _gauges(address: str) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=2) as answer:
+            text = answer.read().decode()
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.labels.get("rank") == "0" and family.type == "gauge":
+                    name = sample.labels.get("name")
+                    out[sample.name + (f":{name}" if name else "")] = sample.value
+        return out
+
+
+def report_figures(page: str) -> dict[str, dict[str, Any]]:
+    found = re.findall(
+        r"<script type='application/json' id='fig-([\w-]+)-data'>(.*?)</script>", page
+    )
+    return {key: json.loads(data) for key, data in found}
 
 
 # --- checkpoint and resume ------------------------------------------------------------------

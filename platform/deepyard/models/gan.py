@@ -79,14 +79,15 @@ class GAN(nn.Module):
 
         was_training = self.training
         self.eval()
+        device = next(self.parameters()).device  # the meta device counts the same
         counter = FlopCounterMode(display=False)
         try:
             with torch.no_grad(), counter:
-                fake = self.generator(torch.zeros(2, self.latent_dim))
+                fake = self.generator(torch.zeros(2, self.latent_dim, device=device))
             g = counter.get_total_flops() / 2
             counter = FlopCounterMode(display=False)
             with torch.no_grad(), counter:
-                self.discriminator(torch.zeros((2, *input_shape)))
+                self.discriminator(torch.zeros((2, *input_shape), device=device))
             d = counter.get_total_flops() / 2
         finally:
             self.train(was_training)

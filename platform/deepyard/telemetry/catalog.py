@@ -1,7 +1,8 @@
 """Every Prometheus metric deepyard exports: name, type, labels and help, in one place.
 
 Names follow `deepyard_<area>_<what>_<unit>`. Rank-level metrics carry the labels
-`job`, `run`, `attempt` and `rank`; job-level ones `job` and `run`. Nothing is exported
+`job`, `run`, `attempt` and `rank` (first, in that order; a metric may add its own after
+them); job-level ones `job` and `run`. Nothing is exported
 from anywhere else: the exporter builds its collectors from this table, and the tests
 check that every metric a dashboard or alert rule names is defined here.
 """
@@ -91,6 +92,16 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("deepyard_train_loss", "gauge", "Training loss of the newest step.", RANK),
     Metric("deepyard_train_learning_rate", "gauge", "Learning rate of the newest step.", RANK),
     Metric("deepyard_train_grad_norm", "gauge", "Global gradient norm of the newest step.", RANK),
+    # A task's own per-step figures (TaskInfo.step_metrics, the columns history.parquet adds
+    # for it), one series per figure: the `name` label holds the figure's name.
+    Metric(
+        "deepyard_train_step_metric",
+        "gauge",
+        "A task's own figure of the newest step, named by the `name` label (a GAN: loss_d, "
+        "loss_g, d_real, d_fake).",
+        (*RANK, "name"),
+        needs="a task with step metrics (gan)",
+    ),
     Metric(
         "deepyard_data_wait_seconds",
         "counter",

@@ -32,6 +32,7 @@ from prometheus_client import (
 
 from deepyard.data.packaged_sources import cache_root
 from deepyard.spec import JobSpec
+from deepyard.tasks.catalog import info
 from deepyard.telemetry.catalog import BY_NAME, CATALOGUE, JOB, JOB_STATES, RANK
 from deepyard.telemetry.flops import achieved_flops_per_s
 
@@ -71,6 +72,7 @@ class MetricsExporter:
         self.job = {"job": spec.name, "run": run_id}
         self.attempt = 1
         self.global_batch = spec.global_batch_size
+        self.step_metrics = info(spec.task_name).step_metrics  # a GAN's loss_d, loss_g, ...
         self.flops_per_sample = 0.0
         self.flops_per_token: float | None = None  # language models: MFU from tokens/s
         self.peak_flops: float | None = None
@@ -168,7 +170,7 @@ class MetricsExporter:
         for name, values in [
             key
             for key in self.children
-            if BY_NAME[key[0]].labels == RANK and key[1][2] != str(attempt)
+            if BY_NAME[key[0]].labels[: len(RANK)] == RANK and key[1][2] != str(attempt)
         ]:
             if name in self.gauges:
                 self.gauges[name].remove(*values)
@@ -220,6 +222,10 @@ class MetricsExporter:
         self._child("deepyard_train_learning_rate", labels).set(event["lr"])
         if event.get("grad_norm") is not None:
             self._child("deepyard_train_grad_norm", labels).set(event["grad_norm"])
+        for name in self.step_metrics:
+            if event.get(name) is not None:
+                series = {**labels, "name": name}
+                self._child("deepyard_train_step_metric", series).set(event[name])
         self.counters["deepyard_job_training_seconds"].labels(**self.job).inc(step_time)
         self.productive_s[event["step"]] = step_time
 

@@ -6,6 +6,13 @@ and nothing for element-wise ones, the convention of MFU (PaLM, Megatron). Train
 counts three forward passes per sample (the backward pass costs about two). Models may
 instead give an analytic count with a `flops_per_sample(input_shape)` method, which wins.
 
+The count runs through the same ATen operations on every device (`countable()`): a real
+model on CPU would otherwise take fused kernels the counter has no formula for (the
+inference fast path of `nn.TransformerEncoderLayer` and `nn.MultiheadAttention` under
+no_grad in eval mode, and the CPU flash-attention kernel of scaled_dot_product_attention),
+and count next to nothing, while the same model on the meta device (pipeline stages)
+counts every matmul: MFU would depend on the layout.
+
 Language models count per token instead (`flops_per_token(seq_len)`, at the context the
 job trains with): their rows are padded per batch, so a sample's cost varies, and the
 model FLOP/s are the FLOPs per token times the real (non-pad) tokens per second, the
@@ -14,6 +21,8 @@ convention MFU is defined with (PaLM, appendix B).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported where FLOPs are counted, not where they are reported
@@ -41,6 +50,23 @@ PEAK_FLOPS: tuple[tuple[str, str, float], ...] = (
 )
 
 
+@contextmanager
+def countable() -> Iterator[None]:
+    """Every matmul visible to `FlopCounterMode`: no fused transformer fast path (a
+    process-wide switch, restored on exit) and attention by the math backend, whose two
+    batched matmuls the counter counts; same numbers as the fused kernels compute."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast_path)
+
+
 def forward_flops_per_sample(
     model: nn.Module, input_shape: tuple[int, ...], token_inputs: bool
 ) -> float:
@@ -61,7 +87,7 @@ def forward_flops_per_sample(
         batch = torch.zeros((2, *input_shape), device=device)
     counter = FlopCounterMode(display=False)
     try:
-        with torch.no_grad(), counter:
+        with torch.no_grad(), countable(), counter:
             model(batch)
     finally:
         model.train(was_training)

@@ -1,8 +1,9 @@
 """Run reports: a finished run directory → one self-contained HTML page to look at.
 
 Data flow: `RunRecorder` writes summary.json, history.parquet, evals.json and
-events.jsonl → `load_run` reads them back → one Plotly figure per question (loss,
-throughput, step time, data wait, evals, checkpoints) and tables (start-up, recoveries)
+events.jsonl → `load_run` reads them back → one Plotly figure per question (loss, the
+task's own per-step figures such as a GAN's two losses, throughput, step time, data wait,
+evals, checkpoints) and tables (start-up, recoveries)
 → `write_report` writes the page with plotly.js inlined once, so it opens offline.
 
 Each figure's data travels as JSON in a `<script type="application/json">` block next to
@@ -118,8 +119,12 @@ def recoveries_table(run: RunFiles) -> str:
     return _table(list(RECOVERY_COLUMNS), rows)
 
 
-def _figure_section(key: str, title: str, fig: Figure | None, empty: str) -> str:
+def _figure_section(key: str, title: str, fig: Figure | None, empty: str | None) -> str:
+    """The figure's section; where there is no figure, `empty` says why (None: no section,
+    for a figure only some tasks have)."""
     if fig is None:
+        if empty is None:
+            return ""
         return f"<section><h2>{title}</h2><p class='empty'>{html.escape(empty)}</p></section>"
     data = to_json_plotly(fig).replace("</", "<\\/")
     return (

@@ -1,5 +1,6 @@
-"""One Plotly figure per question a person asks of a run (loss, throughput, step time,
-data wait, evaluations, checkpoints), as plain JSON dicts with the run's own values."""
+"""One Plotly figure per question a person asks of a run (loss, the task's own per-step
+figures, throughput, step time, data wait, evaluations, checkpoints), as plain JSON dicts
+with the run's own values."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from deepyard.telemetry.record import HISTORY_COLUMNS
 from deepyard.telemetry.report_run import (
     Marker,
     RunFiles,
@@ -110,6 +112,35 @@ def loss_figure(run: RunFiles) -> Figure | None:
         _shade(fig, min(steps[i] for i in redone), max(steps[i] for i in redone))
     _draw_markers(fig, restart_markers(run))
     return fig
+
+
+def step_metrics_figure(run: RunFiles) -> Figure | None:
+    """The task's own per-step figures (history.parquet's columns beyond the recorder's
+    own: a GAN's loss_d, loss_g, d_real, d_fake), one line each, broken between attempts;
+    None for a task without any (the section is left out)."""
+    steps = run.column("step")
+    names = [n for n in run.history if n not in HISTORY_COLUMNS and _reported(run.column(n))]
+    if not steps or not names:
+        return None
+    fig = _figure("Task metrics by step: " + ", ".join(names), "step", "value")
+    for name in names:
+        xs, ys = _by_attempt(run, steps), _by_attempt(run, run.column(name))
+        fig["data"].append(_trace("scatter", name, xs, ys, mode="lines", connectgaps=False))
+    _draw_markers(fig, restart_markers(run))
+    return fig
+
+
+def _reported(values: list[Any]) -> bool:
+    return any(v is not None for v in values)
+
+
+def _by_attempt(run: RunFiles, values: list[Any]) -> list[Any]:
+    """`values` in attempt order with a gap (None) between attempts: a resumed attempt
+    starts back at its checkpoint's step, and a line drawn on would run backwards."""
+    out: list[Any] = []
+    for attempt in run.attempts():
+        out += ([None] if out else []) + [values[i] for i in run.rows_of(attempt)]
+    return out
 
 
 def throughput_figure(run: RunFiles) -> Figure | None:
@@ -216,6 +247,7 @@ def checkpoint_figure(run: RunFiles) -> Figure | None:
 
 FIGURES = (
     ("loss", "Loss", loss_figure, "No steps recorded: history.parquet is empty or missing."),
+    ("task-metrics", "Task metrics", step_metrics_figure, None),  # None: only where present
     ("throughput", "Throughput", throughput_figure, "No steps recorded."),
     ("step-time", "Step time", step_time_figure, "No steps recorded."),
     ("data-wait", "Data wait", data_wait_figure, "The summary has no data_wait_fraction."),

@@ -127,6 +127,7 @@ def test_training_dashboard_covers_the_brief() -> None:
         "time() - max by (run) (deepyard_checkpoint_last_success_timestamp_seconds",
         "deepyard_job_steps_redone_total",
         "quantile by (run) (0.5, histogram_quantile(0.5, sum by (run, rank, le)",
+        "avg by (run, name) (deepyard_train_step_metric",  # a GAN's loss_d, loss_g, ...
     ):
         assert needle in exprs, needle
 

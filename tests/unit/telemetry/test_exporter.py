@@ -139,3 +139,55 @@ def test_a_language_models_mfu_comes_from_its_real_tokens(exporter) -> None:
     # 3 x 1e5 FLOPs x 3000 tokens/s against 2e9 peak (per full-length sample: 1.23)
     assert value(samples, "deepyard_train_achieved_flops_per_second") == pytest.approx(9e8)
     assert value(samples, "deepyard_train_model_flops_utilization_ratio") == pytest.approx(0.45)
+
+
+def test_a_gans_own_losses_are_served_as_one_gauge_labelled_by_name(tmp_path: Path) -> None:
+    """loss_d, loss_g, d_real and d_fake (the GAN task's step metrics) under
+    `deepyard_train_step_metric{name=...}`, of the current attempt only; a classifier's
+    scrape has no such series."""
+    gan = specs.load(
+        EXAMPLE,
+        [f"telemetry.targets_dir={tmp_path}", "model.name=dcgan", "model.args={width: 8}"],
+    )
+    exporter = MetricsExporter(gan, "r2", submitted_at=0.0, spec_hash="abc")
+    address = exporter.start()
+    try:
+        exporter.observe({"type": "start", "attempt": 1})
+        exporter.observe(step(1, loss_d=1.25, loss_g=0.75, d_real=0.625, d_fake=0.375, loss=2.0))
+        assert step_metrics(scrape(address)) == {
+            "loss_d": ("1", "0", 1.25),
+            "loss_g": ("1", "0", 0.75),
+            "d_real": ("1", "0", 0.625),
+            "d_fake": ("1", "0", 0.375),
+        }
+        exporter.observe({"type": "start", "attempt": 2})
+        exporter.observe(step(2, loss_d=1.0, loss_g=0.5, d_real=0.5, d_fake=0.25, loss=1.5))
+        assert step_metrics(scrape(address)) == {
+            "loss_d": ("2", "0", 1.0),
+            "loss_g": ("2", "0", 0.5),
+            "d_real": ("2", "0", 0.5),
+            "d_fake": ("2", "0", 0.25),
+        }
+    finally:
+        exporter.stop("succeeded")
+
+
+def step_metrics(samples: dict) -> dict[str, tuple[str, str, float]]:
+    """deepyard_train_step_metric's series: name → (attempt, rank, value)."""
+    found = {}
+    for (metric, labels), v in samples.items():
+        if metric == "deepyard_train_step_metric":
+            label = dict(labels)
+            assert label["name"] not in found, label  # one series per figure
+            assert (label["job"], label["run"]) == ("digits-cnn", "r2")
+            found[label["name"]] = (label["attempt"], label["rank"], v)
+    return found
+
+
+def test_a_classifier_serves_no_step_metric(exporter) -> None:
+    address = exporter.start()
+    exporter.observe({"type": "start", "attempt": 1})
+    exporter.observe(step(1, loss_d=9.0))  # not one of the classification task's figures
+    names = {name for name, _ in scrape(address)}
+    assert "deepyard_train_loss" in names
+    assert "deepyard_train_step_metric" not in names

@@ -206,3 +206,63 @@ def test_cli_writes_the_report_and_prints_its_path(
     assert missing.exit_code == 2
     assert f"error: {tmp_path / 'nope'}: no such run directory" in missing.stderr
     assert "Traceback" not in missing.output
+
+
+def gan_run(root: Path) -> Path:
+    """A GAN run as RunRecorder writes it: attempt 1 runs steps 1-6 and dies, attempt 2
+    resumes from step 4 and runs 5-8; every step carries the task's four figures."""
+    from deepyard.tasks.catalog import info
+    from deepyard.telemetry.record import RunRecorder
+
+    recorder = RunRecorder(root / "gan" / "r1", "gan", "r1", T0, info("gan").step_metrics)
+    recorder.add({"type": "start", "attempt": 1})
+    for attempt, steps in ((1, range(1, 7)), (2, range(5, 9))):
+        for n in steps:
+            figures = gan_figures(n, attempt)
+            event = history_row(n, attempt, T0 + 10 * attempt + n)
+            event["loss"] = figures["loss_d"] + figures["loss_g"]
+            recorder.add({"type": "step", **event, **figures})
+    recorder.add({"type": "resumed", "step": 4, "t": T0 + 24, "attempt": 2, "restore_s": 0.1})
+    recorder.finish({"steps": 8, "attempts": 2}, "succeeded")
+    return recorder.run_dir
+
+
+def gan_figures(step: int, attempt: int) -> dict[str, float]:
+    return {
+        "loss_d": 1.5 - 0.05 * step,
+        "loss_g": 0.7 + 0.03 * step + 0.001 * attempt,
+        "d_real": 0.5 + 0.02 * step,
+        "d_fake": 0.5 - 0.02 * step,
+    }
+
+
+def test_a_gan_report_plots_its_own_losses_per_attempt(tmp_path: Path) -> None:
+    page = write_report(gan_run(tmp_path)).read_text()
+    figs = figures(page)
+    assert "<h2>Task metrics</h2>" in page
+    fig = figs["task-metrics"]
+    assert plotly_accepts(fig)
+    assert fig["layout"]["title"]["text"] == "Task metrics by step: loss_d, loss_g, d_real, d_fake"
+    lines = traces(fig)
+    assert list(lines) == ["loss_d", "loss_g", "d_real", "d_fake"]
+    steps = [1, 2, 3, 4, 5, 6, None, 5, 6, 7, 8]  # a gap where attempt 2 goes back to step 5
+    for name, line in lines.items():
+        assert line["x"] == steps
+        expected = [None if s is None else gan_figures(s, 1 if i < 6 else 2)[name]
+                    for i, s in enumerate(steps)]  # fmt: skip
+        assert line["y"] == pytest.approx(expected), name
+    assert "attempt 1 failed" in labels(fig)
+
+
+def test_other_tasks_reports_have_no_task_metrics_section(
+    two_attempts: tuple[Path, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A classifier's page is byte for byte what it was before the GAN's figure existed."""
+    from deepyard.telemetry import report
+
+    run_dir, _ = two_attempts
+    page = write_report(run_dir, run_dir / "now.html").read_text()
+    assert "Task metrics" not in page and "task-metrics" not in page
+    without = tuple(f for f in report.FIGURES if f[0] != "task-metrics")
+    monkeypatch.setattr(report, "FIGURES", without)
+    assert write_report(run_dir, run_dir / "before.html").read_text() == page
