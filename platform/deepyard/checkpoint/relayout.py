@@ -1,4 +1,4 @@
-"""A checkpoint resumed on another data x pipeline layout.
+"""A checkpoint resumed on another data x pipeline x tensor layout.
 
 DeepSpeed's universal format (`restore.to_universal`) holds every parameter's fp32 weights
 and optimizer moments in a folder of its own (`zero/<parameter name>/`), whatever the ZeRO
@@ -6,6 +6,9 @@ partitioning, and the new engine takes from it the parameters it holds. A pipeli
 its parameters by layer (`3.attn.qkv.weight`, `tied_modules.tied_0.weight`; see
 `train.pipeline.stage_names`), a whole model by module path (`blocks.2.attn.qkv.weight`):
 between the two the folders are renamed; between stage counts the names already agree.
+Tensor slices need nothing here: AutoTP records how it cut each weight (by output, by
+input, the fused qkv part by part) in the checkpoint, DeepSpeed's conversion joins the
+slices into whole weights, and each AutoTP layer of the new engine takes its own slice.
 What the universal load leaves out is moved here too: the module's buffers (batch-norm
 statistics) and each data replica's position in the epoch.
 """

@@ -1,9 +1,10 @@
 """Resuming on a worker: DeepSpeed state, this rank's data cursor and RNG states.
 
 Same layout: every rank loads its own ZeRO partition, cursor and RNG states, and the run
-continues bit for bit. Another layout (world size, or data x pipeline split):
+continues bit for bit. Another layout (world size, or data x pipeline x tensor split):
 ZeRO-partitioned state is first converted to DeepSpeed's universal checkpoint format
-(once per node; renamed for a pipeline, see `relayout`), and the data cursors of all old
+(once per node; AutoTP's tensor slices merged whole by DeepSpeed and sliced anew when
+loaded; renamed for a pipeline, see `relayout`), and the data cursors of all old
 replicas are resharded over the new ones, so the rest of the epoch is neither skipped
 nor repeated; RNG states restart from the seed and step.
 """
@@ -78,8 +79,8 @@ def to_universal(
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
             raise CheckpointError(
-                f"converting {load_dir / tag} for another world size failed: {last}; "
-                "resume with the world size it was saved with"
+                f"converting {load_dir / tag} for another layout failed: {last}; "
+                "resume with the layout (resources.num_workers, parallelism) it was saved with"
             )
         then(tmp)
         tmp.rename(out_dir / tag)

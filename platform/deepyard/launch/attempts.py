@@ -104,30 +104,28 @@ def _without_layout(parallelism: dict[str, Any] | None) -> dict[str, Any] | None
 
 
 def _check_layout(spec: JobSpec, manifest: dict[str, Any]) -> None:
-    """Data parallelism alone moves to any world size. A pipeline checkpoint moves to
-    another data x pipeline layout through DeepSpeed's universal format, which needs the
-    optimizer state in ZeRO partitions (stage 1); tensor slices resume only as saved."""
+    """Data parallelism alone moves to any world size. A model cut into pipeline stages or
+    tensor slices moves to another data x pipeline x tensor layout through DeepSpeed's
+    universal format, which needs the optimizer state in ZeRO partitions (stage 1 or 2;
+    AutoTP records how each weight was sliced, `relayout` renames pipeline layers). Under
+    ZeRO stage 0 only the data degree of a tensor-parallel checkpoint may change: each
+    tensor rank's file then holds its slices' whole optimizer state, loaded as saved."""
     saved, now = relayout.saved_layout(manifest), Layout.of(spec)
     if saved == now or max(saved.pipeline, saved.tensor, now.pipeline, now.tensor) == 1:
         return
-    again = (
-        f"set parallelism and resources.num_workers back to {_layout(saved)}, or start "
-        "over with --restart"
+    if spec.parallelism.zero_stage != 0:
+        return
+    same_cut = saved.pipeline == now.pipeline == 1 and saved.tensor == now.tensor
+    if same_cut:
+        return
+    cut = "pipeline stage" if max(saved.pipeline, now.pipeline) > 1 else "tensor-parallel rank"
+    raise CheckpointError(
+        f"the checkpoint at step {manifest.get('step')} was saved with parallelism "
+        f"{_layout(saved)}, and this run asks for {_layout(now)}; with zero_stage 0 each "
+        f"{cut} keeps its optimizer state by position, which does not move to another "
+        "layout (runs with zero_stage 1 or 2 do): set parallelism and "
+        f"resources.num_workers back to {_layout(saved)}, or start over with --restart"
     )
-    step = manifest.get("step")
-    if max(saved.tensor, now.tensor) > 1:
-        raise CheckpointError(
-            f"the checkpoint at step {step} was saved with parallelism {_layout(saved)}, "
-            f"and this run asks for {_layout(now)}; a model cut into tensor slices "
-            f"resumes only on the layout it was saved with: {again}"
-        )
-    if spec.parallelism.zero_stage == 0:
-        raise CheckpointError(
-            f"the checkpoint at step {step} was saved with parallelism {_layout(saved)}, "
-            f"and this run asks for {_layout(now)}; with zero_stage 0 each pipeline stage "
-            "keeps its optimizer state by position, which does not move to another "
-            f"layout (runs with zero_stage 1 do): {again}"
-        )
 
 
 def _layout(layout: Layout) -> str:

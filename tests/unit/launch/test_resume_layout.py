@@ -1,6 +1,7 @@
 """Which layout a checkpoint resumes on, decided before any worker starts: data x pipeline
-layouts move (with ZeRO-1's universal format), tensor slices and ZeRO-0 pipelines resume
-only as saved, and each refusal names the saved layout and the fix."""
+x tensor layouts move (with the universal format of ZeRO stage 1 or 2); under ZeRO stage
+0, pipelines resume only as saved and tensor slices only at their tensor degree; each
+refusal names the saved layout and the fix."""
 
 from __future__ import annotations
 
@@ -60,19 +61,49 @@ def manifest(workers: int, parallelism: str) -> dict[str, Any]:
         ((2, "pipeline: 2, zero_stage: 1"), (4, "pipeline: 4, zero_stage: 1")),
         ((2, "pipeline: 2, zero_stage: 1"), (4, "data: 2, pipeline: 2, zero_stage: 1")),
         ((2, "zero_stage: 0"), (1, "zero_stage: 0")),  # data parallelism: always
+        ((2, "tensor: 2, zero_stage: 1"), (1, "zero_stage: 1")),  # a GPU lost
+        ((1, "zero_stage: 1"), (2, "tensor: 2, zero_stage: 1")),
+        ((2, "tensor: 2, zero_stage: 2"), (2, "zero_stage: 2")),  # to data parallelism
+        ((2, "data: 2, zero_stage: 2"), (2, "tensor: 2, zero_stage: 2")),
+        ((2, "tensor: 2, zero_stage: 1"), (4, "data: 2, tensor: 2, zero_stage: 1")),
+        ((2, "tensor: 2, zero_stage: 1"), (2, "pipeline: 2, zero_stage: 1")),
+        ((2, "pipeline: 2, zero_stage: 1"), (2, "tensor: 2, zero_stage: 1")),
+        # ZeRO-0: each tensor rank's file holds its slices' whole optimizer state
+        ((2, "tensor: 2"), (4, "data: 2, tensor: 2")),
     ],
 )
-def test_data_and_pipeline_layouts_move(saved: tuple[int, str], now: tuple[int, str]) -> None:
+def test_data_pipeline_and_tensor_layouts_move(
+    saved: tuple[int, str], now: tuple[int, str]
+) -> None:
     _check_resumable(job(*now), manifest(*saved), "ckpt")
 
 
-def test_tensor_slices_resume_only_on_their_layout() -> None:
+@pytest.mark.parametrize(
+    ("saved", "now"),
+    [
+        ((2, "tensor: 2"), (1, "")),
+        ((1, ""), (2, "tensor: 2")),
+        ((4, "data: 2, tensor: 2"), (2, "")),
+    ],
+)
+def test_zero_0_tensor_slices_resume_only_at_their_tensor_degree(
+    saved: tuple[int, str], now: tuple[int, str]
+) -> None:
+    """Under ZeRO stage 0 each tensor rank saves its optimizer state as a list by
+    position in its own file: there is no universal conversion to slice it anew."""
+    before = manifest(*saved)
     with pytest.raises(CheckpointError) as info:
-        _check_resumable(job(2, "zero_stage: 1"), manifest(2, "tensor: 2, zero_stage: 1"), "c")
+        _check_resumable(job(*now), before, "c")
     message = str(info.value)
-    assert "saved with parallelism data 1 x pipeline 1 x tensor 2" in message
-    assert "this run asks for data 2 x pipeline 1 x tensor 1" in message
-    assert "--restart" in message
+    assert f"saved with parallelism {layout(before)}" in message
+    assert f"this run asks for {layout(manifest(*now))}" in message
+    assert "with zero_stage 0 each tensor-parallel rank keeps its optimizer state" in message
+    assert "zero_stage 1 or 2" in message and "--restart" in message
+
+
+def layout(saved: dict[str, Any]) -> str:
+    par = saved["parallelism"]
+    return f"data {par['data']} x pipeline {par['pipeline']} x tensor {par['tensor']}"
 
 
 def test_a_zero_0_pipeline_checkpoint_resumes_only_on_its_layout() -> None:
@@ -80,6 +111,8 @@ def test_a_zero_0_pipeline_checkpoint_resumes_only_on_its_layout() -> None:
     state is a list by position, which another cut would load onto other layers."""
     with pytest.raises(CheckpointError, match="with zero_stage 0 each pipeline stage"):
         _check_resumable(job(1, "zero_stage: 0"), manifest(2, "pipeline: 2"), "ckpt")
+    with pytest.raises(CheckpointError, match="with zero_stage 0 each pipeline stage"):
+        _check_resumable(job(2, "tensor: 2"), manifest(2, "pipeline: 2"), "ckpt")
 
 
 def test_the_same_stages_cut_elsewhere_are_refused() -> None:
