@@ -90,10 +90,58 @@ def whole_state(folder: Path, manifest: dict[str, Any]) -> dict[str, torch.Tenso
     split = split_model_state(folder, manifest)
     if split is not None:
         return split
-    saved = torch.load(
-        folder / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
-    )
+    saved = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=False)
     return dict(saved["module"])
+
+
+MODEL_FILE = "mp_rank_00_model_states.pt"  # the whole model, or tensor rank 0's slices
+
+
+def buffer_files(model: torch.nn.Module, pipeline: bool) -> dict[str, dict[str, str]]:
+    """Where a checkpoint of `model` (the whole model, on the meta device or not) keeps
+    its buffers (batch-norm statistics; the ones its state_dict saves): file → {name in
+    the file: name in the whole model}; {} when it has none (the GPT). Recorded in the
+    manifest at save time, so that a resume on another layout reads only these files.
+    A pipeline saves each layer in a file of its own (a tied layer in its first use); the
+    whole model, or tensor rank 0 (AutoTP splits Linear weights only), keeps them all in
+    one file."""
+    state = model.state_dict(keep_vars=True)
+    held = {id(buffer) for _, buffer in model.named_buffers()}
+    names = {id(tensor): name for name, tensor in state.items() if id(tensor) in held}
+    if not names:
+        return {}
+    if not pipeline:
+        return {MODEL_FILE: {name: name for name in sorted(names.values())}}
+    files: dict[str, dict[str, str]] = {}
+    seen: set[int] = set()
+    for index, layer in enumerate(model.layers()):  # type: ignore[operator]
+        own = {
+            local: names[id(tensor)]
+            for local, tensor in layer.state_dict(keep_vars=True).items()
+            if id(tensor) in names and id(tensor) not in seen
+        }
+        seen.update(id(tensor) for tensor in layer.state_dict(keep_vars=True).values())
+        if own:
+            files[f"layer_{index:02d}-model_states.pt"] = own
+    return files
+
+
+def saved_buffers(folder: Path, manifest: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The saved model's buffers under the whole model's names, read from the files the
+    manifest names (none for a model without buffers); a checkpoint saved before they
+    were recorded is read whole."""
+    files = manifest.get("buffer_files")
+    if files is None:
+        return whole_state(folder, manifest)
+    state: dict[str, torch.Tensor] = {}
+    for file, names in files.items():
+        path = folder / file
+        if not path.exists():
+            raise CheckpointError(f"{path} is missing from the checkpoint")
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        entries = saved["module"] if file == MODEL_FILE else saved
+        state.update({whole: entries[local] for local, whole in names.items()})
+    return state
 
 
 def load_buffers(
@@ -106,6 +154,8 @@ def load_buffers(
 
     from deepyard.train.pipeline import stage_names
 
+    if not whole:
+        return
     if isinstance(module, PipelineModule):
         names = stage_names(meta_model(manifest))
         whole = {names[name]: tensor for name, tensor in whole.items() if name in names}

@@ -114,8 +114,8 @@ def restore(
     if path is None:
         raise CheckpointError(f"DeepSpeed found no checkpoint in {load_dir / tag}")
     if saved_dir is not None and saved_dir != load_dir:
-        whole = relayout.whole_state(saved_dir / tag, manifest)
-        relayout.load_buffers(engine.module, whole, manifest)
+        buffers = relayout.saved_buffers(saved_dir / tag, manifest)
+        relayout.load_buffers(engine.module, buffers, manifest)
     saved = relayout.saved_layout(manifest)
     if saved == layout:
         loader.load_state_dict(manifest["ranks"][rank]["cursor"])
