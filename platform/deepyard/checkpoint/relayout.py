@@ -57,6 +57,14 @@ def needs_universal(manifest: dict[str, Any], layout: Layout) -> bool:
     return partitioned and saved_layout(manifest) != layout
 
 
+def needs_reslice(manifest: dict[str, Any], layout: Layout) -> bool:
+    """Whether loading on `layout` needs a ZeRO stage 0 tensor-parallel checkpoint cut
+    for another tensor degree (`tensor_slices.reslice`): without ZeRO partitions there is
+    no universal conversion."""
+    partitioned = any("optim_states" in name for name in manifest["files"])
+    return not partitioned and saved_layout(manifest).tensor != layout.tensor
+
+
 def rename_parameters(folder: Path, manifest: dict[str, Any], to_pipeline: bool) -> None:
     """Rename the per-parameter folders of a universal checkpoint (`folder/zero/`) from the
     saved model's names to those of the engine that loads it."""

@@ -108,23 +108,26 @@ def _check_layout(spec: JobSpec, manifest: dict[str, Any]) -> None:
     tensor slices moves to another data x pipeline x tensor layout through DeepSpeed's
     universal format, which needs the optimizer state in ZeRO partitions (stage 1 or 2;
     AutoTP records how each weight was sliced, `relayout` renames pipeline layers). Under
-    ZeRO stage 0 only the data degree of a tensor-parallel checkpoint may change: each
-    tensor rank's file then holds its slices' whole optimizer state, loaded as saved."""
+    ZeRO stage 0 tensor slices move between data x tensor layouts (each tensor rank's
+    file holds its slices' whole optimizer state: `tensor_slices` cuts it anew), and
+    pipeline stages do not move."""
     saved, now = relayout.saved_layout(manifest), Layout.of(spec)
     if saved == now or max(saved.pipeline, saved.tensor, now.pipeline, now.tensor) == 1:
         return
-    if spec.parallelism.zero_stage != 0:
+    if spec.parallelism.zero_stage != 0 or saved.pipeline == now.pipeline == 1:
         return
-    same_cut = saved.pipeline == now.pipeline == 1 and saved.tensor == now.tensor
-    if same_cut:
-        return
-    cut = "pipeline stage" if max(saved.pipeline, now.pipeline) > 1 else "tensor-parallel rank"
+    why = (
+        "each pipeline stage keeps its optimizer state by position, which does not move "
+        "to another layout"
+        if saved.pipeline > 1
+        else "pipeline stages take their optimizer state from ZeRO partitions, which "
+        "this checkpoint does not have"
+    )
     raise CheckpointError(
         f"the checkpoint at step {manifest.get('step')} was saved with parallelism "
-        f"{_layout(saved)}, and this run asks for {_layout(now)}; with zero_stage 0 each "
-        f"{cut} keeps its optimizer state by position, which does not move to another "
-        "layout (runs with zero_stage 1 or 2 do): set parallelism and "
-        f"resources.num_workers back to {_layout(saved)}, or start over with --restart"
+        f"{_layout(saved)}, and this run asks for {_layout(now)}; with zero_stage 0 {why} "
+        "(runs with zero_stage 1 do): set parallelism and resources.num_workers back to "
+        f"{_layout(saved)}, or start over with --restart"
     )
 
 

@@ -1,6 +1,6 @@
 """Which layout a checkpoint resumes on, decided before any worker starts: data x pipeline
 x tensor layouts move (with the universal format of ZeRO stage 1 or 2); under ZeRO stage
-0, pipelines resume only as saved and tensor slices only at their tensor degree; each
+0, tensor slices move between data x tensor layouts and pipeline stages do not; each
 refusal names the saved layout and the fix."""
 
 from __future__ import annotations
@@ -68,8 +68,11 @@ def manifest(workers: int, parallelism: str) -> dict[str, Any]:
         ((2, "tensor: 2, zero_stage: 1"), (4, "data: 2, tensor: 2, zero_stage: 1")),
         ((2, "tensor: 2, zero_stage: 1"), (2, "pipeline: 2, zero_stage: 1")),
         ((2, "pipeline: 2, zero_stage: 1"), (2, "tensor: 2, zero_stage: 1")),
-        # ZeRO-0: each tensor rank's file holds its slices' whole optimizer state
+        # ZeRO-0: each tensor rank's file holds its slices' optimizer state, cut anew
         ((2, "tensor: 2"), (4, "data: 2, tensor: 2")),
+        ((2, "tensor: 2"), (1, "")),
+        ((1, ""), (2, "tensor: 2")),
+        ((4, "data: 2, tensor: 2"), (2, "")),
     ],
 )
 def test_data_pipeline_and_tensor_layouts_move(
@@ -78,32 +81,17 @@ def test_data_pipeline_and_tensor_layouts_move(
     _check_resumable(job(*now), manifest(*saved), "ckpt")
 
 
-@pytest.mark.parametrize(
-    ("saved", "now"),
-    [
-        ((2, "tensor: 2"), (1, "")),
-        ((1, ""), (2, "tensor: 2")),
-        ((4, "data: 2, tensor: 2"), (2, "")),
-    ],
-)
-def test_zero_0_tensor_slices_resume_only_at_their_tensor_degree(
-    saved: tuple[int, str], now: tuple[int, str]
-) -> None:
-    """Under ZeRO stage 0 each tensor rank saves its optimizer state as a list by
-    position in its own file: there is no universal conversion to slice it anew."""
-    before = manifest(*saved)
+def test_zero_0_tensor_slices_do_not_become_pipeline_stages() -> None:
+    """A pipeline takes its optimizer state from ZeRO partitions: a ZeRO-0 tensor
+    checkpoint has none."""
+    before = manifest(2, "tensor: 2")
     with pytest.raises(CheckpointError) as info:
-        _check_resumable(job(*now), before, "c")
+        _check_resumable(job(2, "pipeline: 2"), before, "c")
     message = str(info.value)
-    assert f"saved with parallelism {layout(before)}" in message
-    assert f"this run asks for {layout(manifest(*now))}" in message
-    assert "with zero_stage 0 each tensor-parallel rank keeps its optimizer state" in message
-    assert "zero_stage 1 or 2" in message and "--restart" in message
-
-
-def layout(saved: dict[str, Any]) -> str:
-    par = saved["parallelism"]
-    return f"data {par['data']} x pipeline {par['pipeline']} x tensor {par['tensor']}"
+    assert "saved with parallelism data 1 x pipeline 1 x tensor 2" in message
+    assert "this run asks for data 1 x pipeline 2 x tensor 1" in message
+    assert "pipeline stages take their optimizer state from ZeRO partitions" in message
+    assert "(runs with zero_stage 1 do)" in message and "--restart" in message
 
 
 def test_a_zero_0_pipeline_checkpoint_resumes_only_on_its_layout() -> None:
