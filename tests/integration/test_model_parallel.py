@@ -2,7 +2,7 @@
 pipeline stages, or split 2 ways by tensor parallelism (AutoTP), trains the same loss
 curve as one process and resumes from a checkpoint exactly; pipelines report their
 stages; a pipeline or tensor-parallel checkpoint resumes on another layout on the same
-curve, except a tensor-parallel one under ZeRO stage 0, which is refused."""
+curve (tensor slices under ZeRO stage 0 too), and ZeRO-0 slices do not become stages."""
 
 from __future__ import annotations
 
@@ -83,7 +83,8 @@ class Runs:
     """Runs made once per module, on first use."""
 
     def __init__(self, spec: Path, root: Path) -> None:
-        self.spec, self.root, self.made = spec, root, {}
+        self.spec, self.root = spec, root
+        self.made: dict[str, tuple[Run, Path]] = {}
 
     def get(self, key: str, *overrides: str, workers: int = 2) -> tuple[Run, Path]:
         if key not in self.made:
@@ -157,6 +158,9 @@ def test_preempted_pipeline_resumes_exactly(runs: Runs, tmp_path: Path) -> None:
 PREEMPT = "faults=[{kind: sigterm, step: 4}]"
 
 
+ZERO_0 = "parallelism.zero_stage=0"
+
+
 @pytest.mark.parametrize(
     ("saved", "resume_as"),
     [
@@ -164,12 +168,14 @@ PREEMPT = "faults=[{kind: sigterm, step: 4}]"
         (("single-preempted", "parallelism.pipeline=1", 1), ("parallelism.pipeline=2", 2)),
         (("tensor-preempted", TENSOR, 2), ("parallelism.tensor=1", 1)),
         (("single-preempted", "parallelism.pipeline=1", 1), (TENSOR, 2)),
+        (("tensor-zero-0-preempted", f"{TENSOR} {ZERO_0}", 2), (ZERO_0, 1)),
     ],
     ids=[
         "two-stages-to-one-worker",
         "one-worker-to-two-stages",
         "two-tensor-slices-to-one-worker",
         "one-worker-to-two-tensor-slices",
+        "zero-0-two-tensor-slices-to-one-worker",
     ],
 )
 def test_a_checkpoint_moves_between_model_parallel_layouts_on_the_same_curve(
@@ -179,14 +185,18 @@ def test_a_checkpoint_moves_between_model_parallel_layouts_on_the_same_curve(
     model (a node or a GPU lost), and one of the whole model resumes as 2 stages or 2
     slices (ZeRO-1's universal format: renamed between the pipeline's layer names and
     the model's; AutoTP's slices joined by DeepSpeed, the fused qkv part by part, and cut
-    anew on load): the rest of the loss curve is the one an uninterrupted run trains."""
+    anew on load; under ZeRO-0, slices and Adam moments cut anew by the tensor plan):
+    the rest of the loss curve is the one an uninterrupted run of the same ZeRO stage
+    trains."""
     key, layout, workers = saved
-    single, _ = runs.get("single", workers=1)
-    stopped, out = runs.get(key, layout, PREEMPT, workers=workers)
+    split, new_workers = resume_as
+    # ZeRO-0 and ZeRO-1 round differently (Adam on each tensor or on a flat partition).
+    reference_run = ("single-zero-0", ZERO_0) if ZERO_0 in layout else ("single",)
+    single, _ = runs.get(*reference_run, workers=1)
+    stopped, out = runs.get(key, *layout.split(), PREEMPT, workers=workers)
     assert stopped.summary["status"] == "preempted", stopped.stderr[-3000:]
     job = tmp_path / "job"
     shutil.copytree(out, job)
-    split, new_workers = resume_as
     argv = torchrun.command(runs.spec, job, split, workers=new_workers)
     resumed = torchrun.execute(argv, timeout=400)
 
@@ -202,23 +212,22 @@ def test_a_checkpoint_moves_between_model_parallel_layouts_on_the_same_curve(
     )
 
 
-def test_a_zero_0_tensor_parallel_checkpoint_is_not_resumed_on_another_tensor_degree(
+def test_zero_0_tensor_slices_are_not_resumed_as_pipeline_stages(
     runs: Runs, tmp_path: Path
 ) -> None:
-    """Under ZeRO stage 0 each tensor rank keeps its optimizer state by position in its
-    own file, which DeepSpeed's universal conversion does not read: refused, with the
-    fix, before any training."""
-    zero_0 = "parallelism.zero_stage=0"
-    stopped, out = runs.get("tensor-zero-0-preempted", TENSOR, zero_0, PREEMPT)
+    """A pipeline takes its optimizer state from ZeRO partitions, which a ZeRO stage 0
+    checkpoint does not have: refused, with the fix, before any training."""
+    stopped, out = runs.get("tensor-zero-0-preempted", TENSOR, ZERO_0, PREEMPT)
     assert stopped.summary["status"] == "preempted", stopped.stderr[-3000:]
     job = tmp_path / "job"
     shutil.copytree(out, job)
-    argv = torchrun.command(runs.spec, job, zero_0, workers=1)
+    argv = torchrun.command(runs.spec, job, ZERO_0, "parallelism.pipeline=2")
     refused = torchrun.execute(argv, timeout=400)
     assert refused.code != 0
     assert "saved with parallelism data 1 x pipeline 1 x tensor 2" in refused.stderr
-    assert "this run asks for data 1 x pipeline 1 x tensor 1" in refused.stderr
-    assert "zero_stage 1 or 2" in refused.stderr and "--restart" in refused.stderr
+    assert "this run asks for data 1 x pipeline 2 x tensor 1" in refused.stderr
+    assert "pipeline stages take their optimizer state from ZeRO partitions" in refused.stderr
+    assert "--restart" in refused.stderr
     assert "] step " not in refused.stderr  # no training step ran
 
 
