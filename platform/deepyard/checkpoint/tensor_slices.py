@@ -40,7 +40,14 @@ def reslice(folder: Path, manifest: dict[str, Any], tensor: int, out: Path) -> N
     files = [_load(folder / model_file(rank)) for rank in range(saved_tensor)]
     whole = merge_shards(model_name, [f["module"] for f in files])
     names = [name for name, _ in meta_model(manifest).named_parameters()]
-    optimizer = files[0]["optimizer"]
+    optimizer = files[0].get("optimizer")
+    if not isinstance(optimizer, dict) or not {"state", "param_groups"} <= optimizer.keys():
+        raise CheckpointError(
+            f"{folder}: the optimizer state is not a torch optimizer's (ZeRO stage 0 with "
+            "fp16 keeps it in DeepSpeed's own format), so it cannot be cut for another "
+            "tensor degree; resume with the layout it was saved with, or start over with "
+            "--restart"
+        )
     positions = [i for group in optimizer["param_groups"] for i in group["params"]]
     _check_positions(folder, model_name, names, positions, files)
     moments = {

@@ -119,3 +119,13 @@ def test_an_optimizer_state_that_does_not_fit_the_model_is_refused(tmp_path: Pat
     torch.save(saved, path)
     with pytest.raises(CheckpointError, match="does not line up with the parameters"):
         tensor_slices.reslice(tmp_path / "saved", manifest(2), 1, tmp_path / "out")
+
+
+def test_an_optimizer_state_in_another_format_is_refused(tmp_path: Path) -> None:
+    save_as(tmp_path / "saved", whole_gpt(), 2)
+    path = tmp_path / "saved" / tensor_slices.model_file(0)
+    saved = load(tmp_path / "saved", 0)
+    saved["optimizer"] = {"optimizer_state_dict": {}, "fp32_groups_flat": []}  # FP16_Optimizer
+    torch.save(saved, path)
+    with pytest.raises(CheckpointError, match="is not a torch optimizer's"):
+        tensor_slices.reslice(tmp_path / "saved", manifest(2), 1, tmp_path / "out")
