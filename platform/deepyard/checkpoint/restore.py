@@ -3,11 +3,11 @@
 Same layout: every rank loads its own ZeRO partition, cursor and RNG states, and the run
 continues bit for bit. Another layout (world size, or data x pipeline x tensor split):
 ZeRO-partitioned state is first converted to DeepSpeed's universal checkpoint format
-(once per node; AutoTP's tensor slices merged whole by DeepSpeed and sliced anew when
-loaded; renamed for a pipeline, see `relayout`), or, without ZeRO partitions (stage 0),
-tensor slices are cut for the new tensor degree by `tensor_slices`; and the data cursors of all old
-replicas are resharded over the new ones, so the rest of the epoch is neither skipped
-nor repeated; RNG states restart from the seed and step.
+(once per node; AutoTP's tensor slices joined whole by DeepSpeed and cut anew when
+loaded; renamed for a pipeline, see `relayout`); without ZeRO partitions (stage 0),
+tensor slices are cut for the new tensor degree by `tensor_slices`. The data cursors of
+all old replicas are resharded over the new ones, so the rest of the epoch is neither
+skipped nor repeated; RNG states restart from the seed and step.
 """
 
 from __future__ import annotations
