@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from deepyard.checkpoint import relayout
 from deepyard.errors import CheckpointError
 from deepyard.launch.attempts import _check_resumable
 from deepyard.models import registry
 from deepyard.spec import load_text
+from deepyard.train.topology import Layout
 
 GPT = """name: lm
 model:
@@ -127,3 +129,30 @@ def test_a_pipeline_checkpoint_cut_into_other_layers_is_refused_before_the_worke
     message = str(info.value)
     assert "holds the model cut into the layers of an earlier deepyard" in message
     assert "cuts model gpt into 6" in message and "--restart" in message
+
+
+@pytest.mark.parametrize(
+    ("saved", "now", "conversion"),
+    [
+        ((2, "tensor: 2, zero_stage: 1"), (1, "zero_stage: 1"), "universal"),
+        ((2, "tensor: 2, zero_stage: 1"), (2, "tensor: 2, zero_stage: 1"), None),
+        ((2, "tensor: 2"), (1, ""), "reslice"),
+        ((1, ""), (2, "tensor: 2"), "reslice"),
+        ((2, "tensor: 2"), (4, "data: 2, tensor: 2"), None),  # each rank loads its file
+        ((2, ""), (1, ""), None),
+    ],
+)
+def test_each_move_takes_its_conversion(
+    saved: tuple[int, str], now: tuple[int, str], conversion: str | None
+) -> None:
+    """ZeRO partitions go through DeepSpeed's universal format; ZeRO-0 tensor slices at
+    another tensor degree are cut anew by deepyard; anything else loads as saved."""
+    before = manifest(*saved)
+    spec = job(*saved)
+    partitioned = spec.parallelism.zero_stage > 0
+    before["files"] = [
+        f"mp_rank_{t:02d}_model_states.pt" for t in range(spec.parallelism.tensor)
+    ] + (["zero_pp_rank_0_mp_rank_00_optim_states.pt"] if partitioned else [])
+    layout = Layout.of(job(*now))
+    assert relayout.needs_universal(before, layout) == (conversion == "universal")
+    assert relayout.needs_reslice(before, layout) == (conversion == "reslice")
