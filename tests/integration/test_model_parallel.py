@@ -1,8 +1,8 @@
 """Model parallelism on real processes (torchrun, gloo): a GPT cut into 2 DeepSpeed
 pipeline stages, or split 2 ways by tensor parallelism (AutoTP), trains the same loss
 curve as one process and resumes from a checkpoint exactly; pipelines report their
-stages; a pipeline checkpoint resumes on another layout on the same curve, and a
-tensor-parallel one refuses to."""
+stages; a pipeline or tensor-parallel checkpoint resumes on another layout on the same
+curve (tensor slices under ZeRO stage 0 too), and ZeRO-0 slices do not become stages."""
 
 from __future__ import annotations
 
@@ -83,7 +83,8 @@ class Runs:
     """Runs made once per module, on first use."""
 
     def __init__(self, spec: Path, root: Path) -> None:
-        self.spec, self.root, self.made = spec, root, {}
+        self.spec, self.root = spec, root
+        self.made: dict[str, tuple[Run, Path]] = {}
 
     def get(self, key: str, *overrides: str, workers: int = 2) -> tuple[Run, Path]:
         if key not in self.made:
@@ -157,29 +158,46 @@ def test_preempted_pipeline_resumes_exactly(runs: Runs, tmp_path: Path) -> None:
 PREEMPT = "faults=[{kind: sigterm, step: 4}]"
 
 
+ZERO_0 = "parallelism.zero_stage=0"
+
+
 @pytest.mark.parametrize(
     ("saved", "resume_as"),
     [
         (("preempted", "parallelism.pipeline=2", 2), ("parallelism.pipeline=1", 1)),
         (("single-preempted", "parallelism.pipeline=1", 1), ("parallelism.pipeline=2", 2)),
+        (("tensor-preempted", TENSOR, 2), ("parallelism.tensor=1", 1)),
+        (("single-preempted", "parallelism.pipeline=1", 1), (TENSOR, 2)),
+        (("tensor-zero-0-preempted", f"{TENSOR} {ZERO_0}", 2), (ZERO_0, 1)),
     ],
-    ids=["two-stages-to-one-worker", "one-worker-to-two-stages"],
+    ids=[
+        "two-stages-to-one-worker",
+        "one-worker-to-two-stages",
+        "two-tensor-slices-to-one-worker",
+        "one-worker-to-two-tensor-slices",
+        "zero-0-two-tensor-slices-to-one-worker",
+    ],
 )
-def test_a_checkpoint_moves_between_pipeline_layouts_on_the_same_curve(
+def test_a_checkpoint_moves_between_model_parallel_layouts_on_the_same_curve(
     runs: Runs, tmp_path: Path, saved: tuple[str, str, int], resume_as: tuple[str, int]
 ) -> None:
-    """A checkpoint of 2 stages resumes on 1 worker as the whole model (a node lost), and
-    one of the whole model resumes as 2 stages (ZeRO-1's universal format, renamed between
-    the pipeline's layer names and the model's): the rest of the loss curve is the one an
-    uninterrupted run trains."""
+    """A checkpoint of 2 stages, or of 2 tensor slices, resumes on 1 worker as the whole
+    model (a node or a GPU lost), and one of the whole model resumes as 2 stages or 2
+    slices (ZeRO-1's universal format: renamed between the pipeline's layer names and
+    the model's; AutoTP's slices joined by DeepSpeed, the fused qkv part by part, and cut
+    anew on load; under ZeRO-0, slices and Adam moments cut anew by the tensor plan):
+    the rest of the loss curve is the one an uninterrupted run of the same ZeRO stage
+    trains."""
     key, layout, workers = saved
-    single, _ = runs.get("single", workers=1)
-    stopped, out = runs.get(key, layout, PREEMPT, workers=workers)
+    split, new_workers = resume_as
+    # ZeRO-0 and ZeRO-1 round differently (Adam on each tensor or on a flat partition).
+    reference_run = ("single-zero-0", ZERO_0) if ZERO_0 in layout else ("single",)
+    single, _ = runs.get(*reference_run, workers=1)
+    stopped, out = runs.get(key, *layout.split(), PREEMPT, workers=workers)
     assert stopped.summary["status"] == "preempted", stopped.stderr[-3000:]
     job = tmp_path / "job"
     shutil.copytree(out, job)
-    stages, new_workers = resume_as
-    argv = torchrun.command(runs.spec, job, stages, workers=new_workers)
+    argv = torchrun.command(runs.spec, job, split, workers=new_workers)
     resumed = torchrun.execute(argv, timeout=400)
 
     assert resumed.code == 0, resumed.stderr[-3000:]
@@ -194,17 +212,23 @@ def test_a_checkpoint_moves_between_pipeline_layouts_on_the_same_curve(
     )
 
 
-def test_a_tensor_parallel_checkpoint_is_not_resumed_on_another_layout(
+def test_zero_0_tensor_slices_are_not_resumed_as_pipeline_stages(
     runs: Runs, tmp_path: Path
 ) -> None:
-    _, out = runs.get("tensor-preempted", TENSOR, PREEMPT)
+    """A pipeline takes its optimizer state from ZeRO partitions, which a ZeRO stage 0
+    checkpoint does not have: refused, with the fix, before any training."""
+    stopped, out = runs.get("tensor-zero-0-preempted", TENSOR, ZERO_0, PREEMPT)
+    assert stopped.summary["status"] == "preempted", stopped.stderr[-3000:]
     job = tmp_path / "job"
     shutil.copytree(out, job)
-    refused = torchrun.execute(torchrun.command(runs.spec, job, workers=2), timeout=400)
+    argv = torchrun.command(runs.spec, job, ZERO_0, "parallelism.pipeline=2")
+    refused = torchrun.execute(argv, timeout=400)
     assert refused.code != 0
     assert "saved with parallelism data 1 x pipeline 1 x tensor 2" in refused.stderr
-    assert "this run asks for data 2 x pipeline 1 x tensor 1" in refused.stderr
+    assert "this run asks for data 1 x pipeline 2 x tensor 1" in refused.stderr
+    assert "pipeline stages take their optimizer state from ZeRO partitions" in refused.stderr
     assert "--restart" in refused.stderr
+    assert "] step " not in refused.stderr  # no training step ran
 
 
 def test_tensor_parallel_ranks_train_the_curve_of_one_process(runs: Runs) -> None:

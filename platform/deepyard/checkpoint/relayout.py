@@ -1,4 +1,4 @@
-"""A checkpoint resumed on another data x pipeline layout.
+"""A checkpoint resumed on another data x pipeline x tensor layout.
 
 DeepSpeed's universal format (`restore.to_universal`) holds every parameter's fp32 weights
 and optimizer moments in a folder of its own (`zero/<parameter name>/`), whatever the ZeRO
@@ -6,6 +6,9 @@ partitioning, and the new engine takes from it the parameters it holds. A pipeli
 its parameters by layer (`3.attn.qkv.weight`, `tied_modules.tied_0.weight`; see
 `train.pipeline.stage_names`), a whole model by module path (`blocks.2.attn.qkv.weight`):
 between the two the folders are renamed; between stage counts the names already agree.
+Tensor slices need nothing here: AutoTP records how it cut each weight (by output, by
+input, the fused qkv part by part) in the checkpoint, DeepSpeed's conversion joins the
+slices into whole weights, and each AutoTP layer of the new engine takes its own slice.
 What the universal load leaves out is moved here too: the module's buffers (batch-norm
 statistics) and each data replica's position in the epoch.
 """
@@ -54,6 +57,14 @@ def needs_universal(manifest: dict[str, Any], layout: Layout) -> bool:
     return partitioned and saved_layout(manifest) != layout
 
 
+def needs_reslice(manifest: dict[str, Any], layout: Layout) -> bool:
+    """Whether loading on `layout` needs a ZeRO stage 0 tensor-parallel checkpoint cut
+    for another tensor degree (`tensor_slices.reslice`): without ZeRO partitions there is
+    no universal conversion."""
+    partitioned = any("optim_states" in name for name in manifest["files"])
+    return not partitioned and saved_layout(manifest).tensor != layout.tensor
+
+
 def rename_parameters(folder: Path, manifest: dict[str, Any], to_pipeline: bool) -> None:
     """Rename the per-parameter folders of a universal checkpoint (`folder/zero/`) from the
     saved model's names to those of the engine that loads it."""
@@ -87,10 +98,58 @@ def whole_state(folder: Path, manifest: dict[str, Any]) -> dict[str, torch.Tenso
     split = split_model_state(folder, manifest)
     if split is not None:
         return split
-    saved = torch.load(
-        folder / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False
-    )
+    saved = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=False)
     return dict(saved["module"])
+
+
+MODEL_FILE = "mp_rank_00_model_states.pt"  # the whole model, or tensor rank 0's slices
+
+
+def buffer_files(model: torch.nn.Module, pipeline: bool) -> dict[str, dict[str, str]]:
+    """Where a checkpoint of `model` (the whole model, on the meta device or not) keeps
+    its buffers (batch-norm statistics; the ones its state_dict saves): file → {name in
+    the file: name in the whole model}; {} when it has none (the GPT). Recorded in the
+    manifest at save time, so that a resume on another layout reads only these files.
+    A pipeline saves each layer in a file of its own (a tied layer in its first use); the
+    whole model, or tensor rank 0 (AutoTP splits Linear weights only), keeps them all in
+    one file."""
+    state = model.state_dict(keep_vars=True)
+    held = {id(buffer) for _, buffer in model.named_buffers()}
+    names = {id(tensor): name for name, tensor in state.items() if id(tensor) in held}
+    if not names:
+        return {}
+    if not pipeline:
+        return {MODEL_FILE: {name: name for name in sorted(names.values())}}
+    files: dict[str, dict[str, str]] = {}
+    seen: set[int] = set()
+    for index, layer in enumerate(model.layers()):  # type: ignore[operator]
+        own = {
+            local: names[id(tensor)]
+            for local, tensor in layer.state_dict(keep_vars=True).items()
+            if id(tensor) in names and id(tensor) not in seen
+        }
+        seen.update(id(tensor) for tensor in layer.state_dict(keep_vars=True).values())
+        if own:
+            files[f"layer_{index:02d}-model_states.pt"] = own
+    return files
+
+
+def saved_buffers(folder: Path, manifest: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The saved model's buffers under the whole model's names, read from the files the
+    manifest names (none for a model without buffers); a checkpoint saved before they
+    were recorded is read whole."""
+    files = manifest.get("buffer_files")
+    if files is None:
+        return whole_state(folder, manifest)
+    state: dict[str, torch.Tensor] = {}
+    for file, names in files.items():
+        path = folder / file
+        if not path.exists():
+            raise CheckpointError(f"{path} is missing from the checkpoint")
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        entries = saved["module"] if file == MODEL_FILE else saved
+        state.update({whole: entries[local] for local, whole in names.items()})
+    return state
 
 
 def load_buffers(
@@ -103,6 +162,8 @@ def load_buffers(
 
     from deepyard.train.pipeline import stage_names
 
+    if not whole:
+        return
     if isinstance(module, PipelineModule):
         names = stage_names(meta_model(manifest))
         whole = {names[name]: tensor for name, tensor in whole.items() if name in names}

@@ -1,11 +1,13 @@
 """Resuming on a worker: DeepSpeed state, this rank's data cursor and RNG states.
 
 Same layout: every rank loads its own ZeRO partition, cursor and RNG states, and the run
-continues bit for bit. Another layout (world size, or data x pipeline split):
+continues bit for bit. Another layout (world size, or data x pipeline x tensor split):
 ZeRO-partitioned state is first converted to DeepSpeed's universal checkpoint format
-(once per node; renamed for a pipeline, see `relayout`), and the data cursors of all old
-replicas are resharded over the new ones, so the rest of the epoch is neither skipped
-nor repeated; RNG states restart from the seed and step.
+(once per node; AutoTP's tensor slices joined whole by DeepSpeed and cut anew when
+loaded; renamed for a pipeline, see `relayout`); without ZeRO partitions (stage 0),
+tensor slices are cut for the new tensor degree by `tensor_slices`. The data cursors of
+all old replicas are resharded over the new ones, so the rest of the epoch is neither
+skipped nor repeated; RNG states restart from the seed and step.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from deepyard.checkpoint import relayout, rng
+from deepyard.checkpoint import relayout, rng, tensor_slices
 from deepyard.checkpoint.manifest import Checkpoint
 from deepyard.checkpoint.store import Store
 from deepyard.data import engines
@@ -54,9 +56,8 @@ def to_universal(
 ) -> Path:
     """Convert `load_dir/tag` to the universal format under `out_dir/tag` (one rank per
     node), and apply `then` to the converted folder before the other ranks read it."""
-    if local_rank == 0 and not (out_dir / tag).exists():
-        tmp = out_dir / f"{tag}.converting"
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def convert(tmp: Path) -> None:
         done = subprocess.run(
             [
                 sys.executable,
@@ -78,10 +79,36 @@ def to_universal(
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
             raise CheckpointError(
-                f"converting {load_dir / tag} for another world size failed: {last}; "
-                "resume with the world size it was saved with"
+                f"converting {load_dir / tag} for another layout failed: {last}; "
+                "resume with the layout (resources.num_workers, parallelism) it was saved with"
             )
         then(tmp)
+
+    return _once_per_node(out_dir, tag, local_rank, convert)
+
+
+def to_tensor_degree(
+    load_dir: Path, tag: str, out_dir: Path, local_rank: int, manifest: dict[str, Any], tensor: int
+) -> Path:
+    """A ZeRO stage 0 tensor-parallel checkpoint `load_dir/tag` cut for `tensor` tensor
+    ranks under `out_dir/tag` (one rank per node; see `tensor_slices`)."""
+    return _once_per_node(
+        out_dir,
+        tag,
+        local_rank,
+        lambda tmp: tensor_slices.reslice(load_dir / tag, manifest, tensor, tmp),
+    )
+
+
+def _once_per_node(
+    out_dir: Path, tag: str, local_rank: int, convert: Callable[[Path], None]
+) -> Path:
+    """`convert(folder)` on one rank per node into `out_dir/tag`, published by a rename
+    once complete; every rank waits for it. Returns `out_dir`."""
+    if local_rank == 0 and not (out_dir / tag).exists():
+        tmp = out_dir / f"{tag}.converting"
+        shutil.rmtree(tmp, ignore_errors=True)
+        convert(tmp)
         tmp.rename(out_dir / tag)
     if dist.is_initialized():
         dist.barrier()
@@ -113,8 +140,8 @@ def restore(
     if path is None:
         raise CheckpointError(f"DeepSpeed found no checkpoint in {load_dir / tag}")
     if saved_dir is not None and saved_dir != load_dir:
-        whole = relayout.whole_state(saved_dir / tag, manifest)
-        relayout.load_buffers(engine.module, whole, manifest)
+        buffers = relayout.saved_buffers(saved_dir / tag, manifest)
+        relayout.load_buffers(engine.module, buffers, manifest)
     saved = relayout.saved_layout(manifest)
     if saved == layout:
         loader.load_state_dict(manifest["ranks"][rank]["cursor"])

@@ -104,30 +104,31 @@ def _without_layout(parallelism: dict[str, Any] | None) -> dict[str, Any] | None
 
 
 def _check_layout(spec: JobSpec, manifest: dict[str, Any]) -> None:
-    """Data parallelism alone moves to any world size. A pipeline checkpoint moves to
-    another data x pipeline layout through DeepSpeed's universal format, which needs the
-    optimizer state in ZeRO partitions (stage 1); tensor slices resume only as saved."""
+    """Data parallelism alone moves to any world size. A model cut into pipeline stages or
+    tensor slices moves to another data x pipeline x tensor layout through DeepSpeed's
+    universal format, which needs the optimizer state in ZeRO partitions (stage 1 or 2;
+    AutoTP records how each weight was sliced, `relayout` renames pipeline layers). Under
+    ZeRO stage 0 tensor slices move between data x tensor layouts (each tensor rank's
+    file holds its slices' whole optimizer state: `tensor_slices` cuts it anew), and
+    pipeline stages do not move."""
     saved, now = relayout.saved_layout(manifest), Layout.of(spec)
     if saved == now or max(saved.pipeline, saved.tensor, now.pipeline, now.tensor) == 1:
         return
-    again = (
-        f"set parallelism and resources.num_workers back to {_layout(saved)}, or start "
-        "over with --restart"
+    if spec.parallelism.zero_stage != 0 or saved.pipeline == now.pipeline == 1:
+        return
+    why = (
+        "each pipeline stage keeps its optimizer state by position, which does not move "
+        "to another layout"
+        if saved.pipeline > 1
+        else "pipeline stages take their optimizer state from ZeRO partitions, which "
+        "this checkpoint does not have"
     )
-    step = manifest.get("step")
-    if max(saved.tensor, now.tensor) > 1:
-        raise CheckpointError(
-            f"the checkpoint at step {step} was saved with parallelism {_layout(saved)}, "
-            f"and this run asks for {_layout(now)}; a model cut into tensor slices "
-            f"resumes only on the layout it was saved with: {again}"
-        )
-    if spec.parallelism.zero_stage == 0:
-        raise CheckpointError(
-            f"the checkpoint at step {step} was saved with parallelism {_layout(saved)}, "
-            f"and this run asks for {_layout(now)}; with zero_stage 0 each pipeline stage "
-            "keeps its optimizer state by position, which does not move to another "
-            f"layout (runs with zero_stage 1 do): {again}"
-        )
+    raise CheckpointError(
+        f"the checkpoint at step {manifest.get('step')} was saved with parallelism "
+        f"{_layout(saved)}, and this run asks for {_layout(now)}; with zero_stage 0 {why} "
+        "(runs with zero_stage 1 do): set parallelism and resources.num_workers back to "
+        f"{_layout(saved)}, or start over with --restart"
+    )
 
 
 def _layout(layout: Layout) -> str:

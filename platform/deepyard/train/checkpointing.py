@@ -119,6 +119,12 @@ def _resume(
             relayout.rename_parameters, manifest=resume.manifest, to_pipeline=to_pipeline
         )
         load_dir = restore.to_universal(saved_dir, tag, universal, ctx.local_rank, rename)
+    elif relayout.needs_reslice(resume.manifest, layout):  # ZeRO-0 tensor slices
+        tag = resume.prefix.rsplit("/", 1)[1]
+        universal.mkdir(parents=True, exist_ok=True)
+        load_dir = restore.to_tensor_degree(
+            saved_dir, tag, universal, ctx.local_rank, resume.manifest, layout.tensor
+        )
     restore.restore(
         engine,
         batches,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from deepyard import models, tasks
+from deepyard.checkpoint import relayout
 from deepyard.data import TensorData, engines, read_eval_split
 from deepyard.data.labels import fit_to_model
 from deepyard.data.source import ParquetSource
@@ -237,6 +238,8 @@ def build_parts(
     say({"type": "phase", "name": "engine_ready", "t": time.time()})
     saves = checkpointing.open_saves(spec, plan, ctx, engine, batches, say)
     saves.meta["model_data"] = _model_data(source)  # rebuilds it offline (deepyard eval)
+    # A resume on another layout reads the buffers from these files alone.
+    saves.meta["buffer_files"] = relayout.buffer_files(model, spec.parallelism.pipeline > 1)
     if stages is not None:  # files and names go by layer index: see relayout.check_layers
         saves.meta["pipeline_layers"] = stages[-1]["layers"][1]
     if plan.resume is not None:

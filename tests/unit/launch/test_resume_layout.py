@@ -1,6 +1,7 @@
 """Which layout a checkpoint resumes on, decided before any worker starts: data x pipeline
-layouts move (with ZeRO-1's universal format), tensor slices and ZeRO-0 pipelines resume
-only as saved, and each refusal names the saved layout and the fix."""
+x tensor layouts move (with the universal format of ZeRO stage 1 or 2); under ZeRO stage
+0, tensor slices move between data x tensor layouts and pipeline stages do not; each
+refusal names the saved layout and the fix."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from deepyard.checkpoint import relayout
 from deepyard.errors import CheckpointError
 from deepyard.launch.attempts import _check_resumable
 from deepyard.models import registry
 from deepyard.spec import load_text
+from deepyard.train.topology import Layout
 
 GPT = """name: lm
 model:
@@ -60,19 +63,37 @@ def manifest(workers: int, parallelism: str) -> dict[str, Any]:
         ((2, "pipeline: 2, zero_stage: 1"), (4, "pipeline: 4, zero_stage: 1")),
         ((2, "pipeline: 2, zero_stage: 1"), (4, "data: 2, pipeline: 2, zero_stage: 1")),
         ((2, "zero_stage: 0"), (1, "zero_stage: 0")),  # data parallelism: always
+        ((2, "tensor: 2, zero_stage: 1"), (1, "zero_stage: 1")),  # a GPU lost
+        ((1, "zero_stage: 1"), (2, "tensor: 2, zero_stage: 1")),
+        ((2, "tensor: 2, zero_stage: 2"), (2, "zero_stage: 2")),  # to data parallelism
+        ((2, "data: 2, zero_stage: 2"), (2, "tensor: 2, zero_stage: 2")),
+        ((2, "tensor: 2, zero_stage: 1"), (4, "data: 2, tensor: 2, zero_stage: 1")),
+        ((2, "tensor: 2, zero_stage: 1"), (2, "pipeline: 2, zero_stage: 1")),
+        ((2, "pipeline: 2, zero_stage: 1"), (2, "tensor: 2, zero_stage: 1")),
+        # ZeRO-0: each tensor rank's file holds its slices' optimizer state, cut anew
+        ((2, "tensor: 2"), (4, "data: 2, tensor: 2")),
+        ((2, "tensor: 2"), (1, "")),
+        ((1, ""), (2, "tensor: 2")),
+        ((4, "data: 2, tensor: 2"), (2, "")),
     ],
 )
-def test_data_and_pipeline_layouts_move(saved: tuple[int, str], now: tuple[int, str]) -> None:
+def test_data_pipeline_and_tensor_layouts_move(
+    saved: tuple[int, str], now: tuple[int, str]
+) -> None:
     _check_resumable(job(*now), manifest(*saved), "ckpt")
 
 
-def test_tensor_slices_resume_only_on_their_layout() -> None:
+def test_zero_0_tensor_slices_do_not_become_pipeline_stages() -> None:
+    """A pipeline takes its optimizer state from ZeRO partitions: a ZeRO-0 tensor
+    checkpoint has none."""
+    before = manifest(2, "tensor: 2")
     with pytest.raises(CheckpointError) as info:
-        _check_resumable(job(2, "zero_stage: 1"), manifest(2, "tensor: 2, zero_stage: 1"), "c")
+        _check_resumable(job(2, "pipeline: 2"), before, "c")
     message = str(info.value)
     assert "saved with parallelism data 1 x pipeline 1 x tensor 2" in message
-    assert "this run asks for data 2 x pipeline 1 x tensor 1" in message
-    assert "--restart" in message
+    assert "this run asks for data 1 x pipeline 2 x tensor 1" in message
+    assert "pipeline stages take their optimizer state from ZeRO partitions" in message
+    assert "(runs with zero_stage 1 do)" in message and "--restart" in message
 
 
 def test_a_zero_0_pipeline_checkpoint_resumes_only_on_its_layout() -> None:
@@ -80,6 +101,8 @@ def test_a_zero_0_pipeline_checkpoint_resumes_only_on_its_layout() -> None:
     state is a list by position, which another cut would load onto other layers."""
     with pytest.raises(CheckpointError, match="with zero_stage 0 each pipeline stage"):
         _check_resumable(job(1, "zero_stage: 0"), manifest(2, "pipeline: 2"), "ckpt")
+    with pytest.raises(CheckpointError, match="with zero_stage 0 each pipeline stage"):
+        _check_resumable(job(2, "tensor: 2"), manifest(2, "pipeline: 2"), "ckpt")
 
 
 def test_the_same_stages_cut_elsewhere_are_refused() -> None:
@@ -106,3 +129,30 @@ def test_a_pipeline_checkpoint_cut_into_other_layers_is_refused_before_the_worke
     message = str(info.value)
     assert "holds the model cut into the layers of an earlier deepyard" in message
     assert "cuts model gpt into 6" in message and "--restart" in message
+
+
+@pytest.mark.parametrize(
+    ("saved", "now", "conversion"),
+    [
+        ((2, "tensor: 2, zero_stage: 1"), (1, "zero_stage: 1"), "universal"),
+        ((2, "tensor: 2, zero_stage: 1"), (2, "tensor: 2, zero_stage: 1"), None),
+        ((2, "tensor: 2"), (1, ""), "reslice"),
+        ((1, ""), (2, "tensor: 2"), "reslice"),
+        ((2, "tensor: 2"), (4, "data: 2, tensor: 2"), None),  # each rank loads its file
+        ((2, ""), (1, ""), None),
+    ],
+)
+def test_each_move_takes_its_conversion(
+    saved: tuple[int, str], now: tuple[int, str], conversion: str | None
+) -> None:
+    """ZeRO partitions go through DeepSpeed's universal format; ZeRO-0 tensor slices at
+    another tensor degree are cut anew by deepyard; anything else loads as saved."""
+    before = manifest(*saved)
+    spec = job(*saved)
+    partitioned = spec.parallelism.zero_stage > 0
+    before["files"] = [
+        f"mp_rank_{t:02d}_model_states.pt" for t in range(spec.parallelism.tensor)
+    ] + (["zero_pp_rank_0_mp_rank_00_optim_states.pt"] if partitioned else [])
+    layout = Layout.of(job(*now))
+    assert relayout.needs_universal(before, layout) == (conversion == "universal")
+    assert relayout.needs_reslice(before, layout) == (conversion == "reslice")
