@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from deepyard.spec.base import NOT_YET
 from deepyard.spec.base import SpecModel as _Spec
 
 if TYPE_CHECKING:
@@ -72,12 +71,6 @@ class ParallelismSpec(_Spec):
             raise ValueError(
                 f"parallelism.zero_stage={self.zero_stage} with tensor={self.tensor}: "
                 "DeepSpeed's AutoTP training runs with ZeRO stage 0, 1 or 2; set zero_stage: 2"
-            )
-        if self.pipeline > 1 and self.tensor > 1:
-            raise ValueError(
-                f"parallelism.pipeline={self.pipeline} together with tensor={self.tensor} "
-                f"{NOT_YET} (AutoTP's groups do not yet run inside a PipelineModule); keep "
-                "one of them at 1"
             )
         return self
 
@@ -154,4 +147,4 @@ def _check_tensor(job: JobSpec) -> None:
     from deepyard.train import tensor_parallel
 
     par = job.parallelism
-    tensor_parallel.check(job.model.name, job.model.args, par.tensor, par.pipeline)
+    tensor_parallel.check(job.model.name, job.model.args, par.tensor)

@@ -31,7 +31,7 @@ from deepyard.telemetry.flops import (
     forward_flops_per_token,
     peak_flops_per_device,
 )
-from deepyard.train import checkpointing, pipeline
+from deepyard.train import checkpointing, pipeline, stage_tensor
 from deepyard.train.control import Control, Faults
 from deepyard.train.dist import WorkerContext, init_process_group, sum_over_ranks
 from deepyard.train.plan import AttemptPlan
@@ -244,7 +244,7 @@ def build_parts(
         engine,
         total_steps,
         DTYPES[spec.training.precision],
-        sum(p.numel() for p in model.parameters()),
+        sum(stage_tensor.whole_numel(p) for p in model.parameters()),
         saves,
         flops_per_sample,
         _peak(spec, device, ctx.world_size),
