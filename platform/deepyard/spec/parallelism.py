@@ -112,7 +112,7 @@ def _choices(workers: int) -> str:
         f"{{data: {workers // (p * t)}, pipeline: {p}, tensor: {t}}}"
         for p in range(1, workers + 1)
         for t in range(1, workers + 1)
-        if workers % (p * t) == 0 and (p == 1 or t == 1)
+        if workers % (p * t) == 0
     ]
     return ", ".join(layouts)
 
