@@ -4,8 +4,9 @@ A pipeline checkpoint holds one file per layer (`layer_NN-model_states.pt`, writ
 stage that runs it; a tied layer's weights are in its first use); a tensor-parallel one
 holds one module file per tensor rank (`mp_rank_NN_model_states.pt`), each with its slice
 of the split weights; a pipeline with tensor slices one file per layer and tensor rank
-(`layer_NN-model_TT-model_states.pt`). Both are joined back under the whole model's parameter names, so
-`deepyard eval` and `deepyard checkpoint export` read them like any other checkpoint.
+(`layer_NN-model_TT-model_states.pt`). All are joined back under the whole model's
+parameter names, so `deepyard eval` and `deepyard checkpoint export` read them like any
+other checkpoint.
 """
 
 from __future__ import annotations
