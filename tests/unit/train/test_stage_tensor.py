@@ -61,6 +61,11 @@ def _tiny_gpt(seed: int) -> Any:
     return models.build("gpt", {"size": "tiny", "dropout": 0.0}, (16,), 2, Vocab(50, 0))
 
 
+def _apart(a: torch.Tensor | None, b: torch.Tensor | None) -> float:
+    assert a is not None and b is not None
+    return float((a - b).abs().max())
+
+
 def _split_block_on_rank(rank: int, world: int) -> dict[str, Any]:
     torch.manual_seed(1)
     x = torch.randn(2, 16, 64)
@@ -79,14 +84,11 @@ def _split_block_on_rank(rank: int, world: int) -> dict[str, Any]:
     mlp_in = whole.blocks[0].mlp[2].weight.grad.chunk(2, dim=1)[rank]
     return {
         "replaced": replaced,
-        "output": (y_split - y_whole).abs().max().item(),
-        "input_grad": (x_split.grad - x_whole.grad).abs().max().item(),
-        "qkv_grad": (qkv.weight.grad - rows).abs().max().item(),
-        "mlp2_grad": (split.blocks[0].mlp[2].weight.grad - mlp_in).abs().max().item(),
-        "ln_grad": (split.blocks[0].ln_attn.weight.grad - whole.blocks[0].ln_attn.weight.grad)
-        .abs()
-        .max()
-        .item(),
+        "output": _apart(y_split, y_whole),
+        "input_grad": _apart(x_split.grad, x_whole.grad),
+        "qkv_grad": _apart(qkv.weight.grad, rows),
+        "mlp2_grad": _apart(split.blocks[0].mlp[2].weight.grad, mlp_in),
+        "ln_grad": _apart(split.blocks[0].ln_attn.weight.grad, whole.blocks[0].ln_attn.weight.grad),
         "qkv_shape": list(qkv.weight.shape),
         "marked": bool(qkv.weight.tensor_model_parallel),
         "whole_numel": stage_tensor.whole_numel(qkv.weight),
