@@ -2,7 +2,8 @@
 
 Every worker is one rank. Ranks form a grid of data x pipeline x tensor: `pipeline`
 ranks each hold a slice of the model's layers (DeepSpeed's PipelineModule), `tensor`
-ranks each hold a slice of every layer's weights (DeepSpeed AutoTP), and the `data`
+ranks each hold a slice of every layer's weights (DeepSpeed AutoTP; inside each pipeline
+stage when both are > 1, deepyard.train.stage_tensor), and the `data`
 replicas of that arrangement each train on their own rows, with ZeRO sharding the
 optimizer state among them. The product must be resources.num_workers.
 """
@@ -46,7 +47,9 @@ class ParallelismSpec(_Spec):
     tensor: PositiveInt = Field(
         default=1,
         description="Tensor-parallel degree: every attention and MLP weight is split over "
-        "this many workers of one node (DeepSpeed AutoTP; transformer models).",
+        "this many workers of one node (models with a tensor-parallel plan: gpt). Alone, "
+        "through DeepSpeed AutoTP; with pipeline > 1, inside each stage (each stage's "
+        "weights split over `tensor` workers; ZeRO stage 0 or 1).",
     )
 
     @model_validator(mode="after")
