@@ -113,10 +113,11 @@ def topology(pipeline: int, tensor: int, world: int) -> Any:
 def with_stage_tensor(config: dict[str, Any], tensor: int) -> dict[str, Any]:
     """The DeepSpeed config of a pipeline whose stages are split `tensor` ways: each
     tensor rank sends its whole activations to its peer of the next stage. DeepSpeed's
-    default under a model axis sends 1/T of them and all-gathers the rest there, which
-    fails on batches of varying length (dynamic shapes): "ProcessGroupGloo::allgather:
-    invalid tensor size at index 0 (expected (1408), got (1280))". Unchanged when
-    tensor is 1."""
+    default under a model axis sends 1/T of them and all-gathers the rest there, but it
+    keeps the partition metadata of the first micro-batch it receives
+    (`pipe_partition_input_meta_cache`, DeepSpeed 0.19.8), so text batches of another
+    length fail: "ProcessGroupGloo::allgather: invalid tensor size at index 0 (expected
+    (1408), got (1280))". Unchanged when tensor is 1."""
     if tensor == 1:
         return config
     given = config.get("pipeline", {})
