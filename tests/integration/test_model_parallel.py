@@ -249,6 +249,7 @@ def test_pipeline_and_tensor_together_train_the_curve_of_one_process(runs: Runs)
     assert split.summary["eval"]["num_samples"] == 24  # scored by one rank of the last stage
     assert split.summary["samples"] == single.summary["samples"] == STEPS * 16
     assert split.summary["tokens_per_s"] > 0
+    assert split.summary["parallelism"] == {"data": 1, "pipeline": 2, "tensor": 2}
     # The stages hold the same layers as without slices; parameters count whole weights.
     assert split.summary["pipeline_stages"] == staged.summary["pipeline_stages"]
 

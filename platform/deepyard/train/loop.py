@@ -184,6 +184,7 @@ def train(
         **token_rate(tokens, step_times),
         **({"eval_classes": parts.eval_classes} if parts.eval_classes else {}),
         **({"pipeline_stages": parts.stages} if parts.stages else {}),
+        **_layout_entry(spec),
         "outcome": outcome,
     }
 
@@ -352,6 +353,13 @@ def _total_steps(spec: JobSpec, batches: engines.Loader) -> int:
         )
     assert spec.training.epochs is not None
     return spec.training.epochs * per_epoch
+
+
+def _layout_entry(spec: JobSpec) -> dict[str, Any]:
+    """The summary's `parallelism` of a model split over ranks: {data, pipeline, tensor}
+    (replicas = workers / (pipeline x tensor)); nothing for data parallelism."""
+    layout = Layout.of(spec)
+    return {"parallelism": layout.describe()} if layout.model_parallel else {}
 
 
 def _pad_id(batches: engines.Loader) -> int | None:
