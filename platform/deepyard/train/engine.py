@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from deepyard.spec import JobSpec
-from deepyard.train import stage_tensor, tensor_parallel
+from deepyard.train import pipe_clip, stage_tensor, tensor_parallel
 
 
 def deepspeed_config(spec: JobSpec) -> dict[str, Any]:
@@ -144,4 +144,5 @@ def build_engine(
         lr_scheduler=scheduler,
         config=config,
     )
+    pipe_clip.install(engine)  # DeepSpeed's own norm misses later stages without ZeRO
     return engine
