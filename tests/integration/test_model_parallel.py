@@ -1,8 +1,9 @@
 """Model parallelism on real processes (torchrun, gloo): a GPT cut into 2 DeepSpeed
-pipeline stages, or split 2 ways by tensor parallelism (AutoTP), trains the same loss
-curve as one process and resumes from a checkpoint exactly; pipelines report their
-stages; a pipeline or tensor-parallel checkpoint resumes on another layout on the same
-curve (tensor slices under ZeRO stage 0 too), and ZeRO-0 slices do not become stages."""
+pipeline stages, split 2 ways by tensor parallelism (AutoTP), or both (2 stages x 2
+tensor slices on 4 ranks), trains the same loss curve as one process and resumes from a
+checkpoint exactly; pipelines report their stages; a pipeline or tensor-parallel
+checkpoint resumes on another layout on the same curve (tensor slices under ZeRO stage 0
+too), and ZeRO-0 slices do not become stages."""
 
 from __future__ import annotations
 
@@ -44,6 +45,14 @@ def text_split(path: Path, rows: int, seed: int) -> str:
 
 
 TENSOR = "parallelism.tensor=2"
+CLIP = "optimizer.grad_clip=0.5"  # engages from step 2 on (the unclipped curve differs)
+# key → (overrides, workers) of each split run, and the one-process run it must match.
+SPLIT: dict[str, tuple[tuple[str, ...], int]] = {
+    "staged": (("parallelism.pipeline=2",), 2),
+    "tensor": ((TENSOR,), 2),
+    "pipe-tensor": (("parallelism.pipeline=2", TENSOR, CLIP), 4),
+}
+REFERENCE = {"staged": ("single",), "tensor": ("single",), "pipe-tensor": ("single-clipped", CLIP)}
 
 
 @pytest.fixture(scope="module")
@@ -243,14 +252,49 @@ def test_tensor_parallel_ranks_train_the_curve_of_one_process(runs: Runs) -> Non
     assert split.summary["samples"] == single.summary["samples"]
 
 
-def test_preempted_tensor_parallel_run_resumes_exactly(runs: Runs, tmp_path: Path) -> None:
-    whole, _ = runs.get("tensor", TENSOR)
+@pytest.mark.parametrize("zero", [1, 0], ids=["zero-1", "zero-0"])
+def test_pipeline_and_tensor_together_train_the_curve_of_one_process(runs: Runs, zero: int) -> None:
+    """2 stages, each split over 2 tensor ranks (4 ranks, one replica), with gradient
+    clipping: its norm counts each shard once per tensor rank and each whole weight once,
+    over the stages and slices (ZeRO-1's own; without ZeRO deepyard.train.pipe_clip's, as
+    DeepSpeed's misses the later stage), so the clipped curve is one process's (ZeRO-1's
+    norm rounds otherwise than ZeRO-0's: 7.7e-7 apart in one process, far below the
+    4.7e-4 that DeepSpeed's own ZeRO-0 norm put the split run off)."""
+    single, _ = runs.get(*REFERENCE["pipe-tensor"], workers=1)
+    unclipped, _ = runs.get("single", workers=1)
+    staged, _ = runs.get("staged", *SPLIT["staged"][0])
+    overrides, workers = SPLIT["pipe-tensor"]
+    key = "pipe-tensor" if zero == 1 else f"pipe-tensor-zero-{zero}"  # the spec's is 1
+    split, _ = runs.get(key, *overrides, f"parallelism.zero_stage={zero}", workers=workers)
+    assert split.code == 0, split.stderr[-3000:]
+    one, four = single.losses(), split.losses()
+    assert sorted(four) == list(range(1, STEPS + 1))
+    assert one[STEPS] < one[1] - 0.5
+    assert one[STEPS] != pytest.approx(unclipped.losses()[STEPS], rel=1e-6)  # clipping acts
+    for step in one:
+        assert four[step] == pytest.approx(one[step], rel=LOSS_RTOL), step
+    assert split.summary["eval"]["loss"] == pytest.approx(single.summary["eval"]["loss"], 1e-5)
+    assert split.summary["eval"]["num_samples"] == 24  # scored by one rank of the last stage
+    assert split.summary["samples"] == single.summary["samples"] == STEPS * 16
+    assert split.summary["tokens_per_s"] > 0
+    assert split.summary["parallelism"] == {"data": 1, "pipeline": 2, "tensor": 2}
+    # The stages hold the same layers as without slices; parameters count whole weights.
+    assert split.summary["pipeline_stages"] == staged.summary["pipeline_stages"]
+
+
+@pytest.mark.parametrize("key", ["tensor", "pipe-tensor"])
+def test_preempted_tensor_parallel_run_resumes_exactly(
+    runs: Runs, tmp_path: Path, key: str
+) -> None:
+    layout, workers = SPLIT[key]
+    whole, _ = runs.get(key, *layout, workers=workers)
     preempt = "faults=[{kind: sigterm, step: 4}]"
-    stopped, out = runs.get("tensor-preempted", TENSOR, preempt)
+    stopped, out = runs.get(f"{key}-preempted", *layout, preempt, workers=workers)
     assert stopped.summary["status"] == "preempted", stopped.stderr[-3000:]
     job = tmp_path / "job"
     shutil.copytree(out, job)
-    resumed = torchrun.execute(torchrun.command(runs.spec, job, TENSOR, preempt), timeout=400)
+    argv = torchrun.command(runs.spec, job, *layout, preempt, workers=workers)
+    resumed = torchrun.execute(argv, timeout=400)
     assert resumed.code == 0, resumed.stderr[-3000:]
     assert resumed.summary["start_step"] == stopped.summary["steps"]
     reference, after = whole.losses(), resumed.losses()
@@ -258,15 +302,16 @@ def test_preempted_tensor_parallel_run_resumes_exactly(runs: Runs, tmp_path: Pat
     assert resumed.summary["eval"] == whole.summary["eval"]
 
 
-@pytest.mark.parametrize("key", ["staged", "tensor"])
+@pytest.mark.parametrize("key", ["staged", "tensor", "pipe-tensor"])
 def test_split_checkpoints_evaluate_and_export_as_the_whole_model(
     runs: Runs, key: str, tmp_path: Path
 ) -> None:
-    """`deepyard eval` and `deepyard checkpoint export` join the stages (or slices) back
-    into the whole model: its weights are the one-process run's (the curves matched), and
-    evaluated in one process it scores what the split run scored."""
-    _, single_out = runs.get("single", workers=1)
-    split, split_out = runs.get(key, "parallelism.pipeline=2" if key == "staged" else TENSOR)
+    """`deepyard eval` and `deepyard checkpoint export` join the stages (and/or slices)
+    back into the whole model: its weights are the one-process run's (the curves matched),
+    and evaluated in one process it scores what the split run scored."""
+    _, single_out = runs.get(*REFERENCE[key], workers=1)
+    layout, workers = SPLIT[key]
+    split, split_out = runs.get(key, *layout, workers=workers)
     weights = {}
     for name, out in (("single", single_out), (key, split_out)):
         target = tmp_path / f"{name}.safetensors"

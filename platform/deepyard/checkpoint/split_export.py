@@ -3,8 +3,10 @@
 A pipeline checkpoint holds one file per layer (`layer_NN-model_states.pt`, written by the
 stage that runs it; a tied layer's weights are in its first use); a tensor-parallel one
 holds one module file per tensor rank (`mp_rank_NN_model_states.pt`), each with its slice
-of the split weights. Both are joined back under the whole model's parameter names, so
-`deepyard eval` and `deepyard checkpoint export` read them like any other checkpoint.
+of the split weights; a pipeline with tensor slices one file per layer and tensor rank
+(`layer_NN-model_TT-model_states.pt`). All are joined back under the whole model's
+parameter names, so `deepyard eval` and `deepyard checkpoint export` read them like any
+other checkpoint.
 """
 
 from __future__ import annotations
@@ -23,22 +25,29 @@ def split_model_state(folder: Path, manifest: dict[str, Any]) -> dict[str, torch
     not split over ranks (data parallelism: the usual consolidation applies)."""
     layout = manifest.get("parallelism") or {}
     model = manifest.get("spec", {}).get("model", {})
-    if layout.get("pipeline", 1) > 1:
+    tensor = layout.get("tensor", 1)
+    if layout.get("pipeline", 1) > 1 and tensor == 1:
         return _from_layers(folder, manifest)
-    if layout.get("tensor", 1) > 1:
+    if tensor > 1:
         from deepyard.train.tensor_parallel import merge_shards
 
-        shards = [
-            _load(folder / f"mp_rank_{rank:02d}_model_states.pt")["module"]
-            for rank in range(layout["tensor"])
-        ]
+        if layout.get("pipeline", 1) > 1:  # layer files per tensor rank (train.stage_tensor)
+            shards = [_from_layers(folder, manifest, f"-model_{r:02d}") for r in range(tensor)]
+        else:
+            shards = [
+                _load(folder / f"mp_rank_{rank:02d}_model_states.pt")["module"]
+                for rank in range(tensor)
+            ]
         return merge_shards(model.get("name", ""), shards)
     return None
 
 
-def _from_layers(folder: Path, manifest: dict[str, Any]) -> dict[str, torch.Tensor]:
+def _from_layers(
+    folder: Path, manifest: dict[str, Any], tensor_rank: str = ""
+) -> dict[str, torch.Tensor]:
     """Each layer file's entries, renamed to the whole model's names: the model is built
-    on the meta device, and each layer's tensors are found among the model's own."""
+    on the meta device, and each layer's tensors are found among the model's own. With
+    tensor slices too, `tensor_rank` ("-model_01") picks that rank's layer files."""
     from deepyard.checkpoint.relayout import check_layers
 
     model = meta_model(manifest)
@@ -48,7 +57,7 @@ def _from_layers(folder: Path, manifest: dict[str, Any]) -> dict[str, torch.Tens
         names[id(tensor)].append(name)
     state: dict[str, torch.Tensor] = {}
     for index, layer in enumerate(model.layers()):  # type: ignore[operator]
-        path = folder / f"layer_{index:02d}-model_states.pt"
+        path = folder / f"layer_{index:02d}{tensor_rank}-model_states.pt"
         if not path.exists():  # a later use of a tied layer, saved with its first
             continue
         own = layer.state_dict(keep_vars=True)

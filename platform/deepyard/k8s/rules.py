@@ -299,15 +299,6 @@ JOB_RULES: Rules = {
                 "self.tensor",
             ),
         ),
-        rule(
-            f"{SECTION_PIPELINE} == 1 || {SECTION_TENSOR} == 1",
-            expr=cel_format(
-                f"parallelism.pipeline=%d together with tensor=%d {NOT_YET} (AutoTP's groups "
-                "do not yet run inside a PipelineModule); keep one of them at 1",
-                "self.pipeline",
-                "self.tensor",
-            ),
-        ),
     ],
     ("checkpoint",): [
         rule(

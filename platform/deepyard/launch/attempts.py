@@ -114,6 +114,15 @@ def _check_layout(spec: JobSpec, manifest: dict[str, Any]) -> None:
     saved, now = relayout.saved_layout(manifest), Layout.of(spec)
     if saved == now or max(saved.pipeline, saved.tensor, now.pipeline, now.tensor) == 1:
         return
+    if min(saved.pipeline, saved.tensor) > 1 or min(now.pipeline, now.tensor) > 1:
+        raise CheckpointError(
+            f"the checkpoint at step {manifest.get('step')} was saved with parallelism "
+            f"{_layout(saved)}, and this run asks for {_layout(now)}; a model cut into "
+            "pipeline stages and tensor slices together resumes only on the layout it was "
+            "saved with (its stages' slices carry no slicing record for DeepSpeed's "
+            f"universal format): set parallelism and resources.num_workers back to "
+            f"{_layout(saved)}, or start over with --restart"
+        )
     if spec.parallelism.zero_stage != 0 or saved.pipeline == now.pipeline == 1:
         return
     why = (

@@ -2,7 +2,8 @@
 
 Every worker is one rank. Ranks form a grid of data x pipeline x tensor: `pipeline`
 ranks each hold a slice of the model's layers (DeepSpeed's PipelineModule), `tensor`
-ranks each hold a slice of every layer's weights (DeepSpeed AutoTP), and the `data`
+ranks each hold a slice of every layer's weights (DeepSpeed AutoTP; inside each pipeline
+stage when both are > 1, deepyard.train.stage_tensor), and the `data`
 replicas of that arrangement each train on their own rows, with ZeRO sharding the
 optimizer state among them. The product must be resources.num_workers.
 """
@@ -13,7 +14,6 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from deepyard.spec.base import NOT_YET
 from deepyard.spec.base import SpecModel as _Spec
 
 if TYPE_CHECKING:
@@ -47,7 +47,9 @@ class ParallelismSpec(_Spec):
     tensor: PositiveInt = Field(
         default=1,
         description="Tensor-parallel degree: every attention and MLP weight is split over "
-        "this many workers of one node (DeepSpeed AutoTP; transformer models).",
+        "this many workers of one node (models with a tensor-parallel plan: gpt). Alone, "
+        "through DeepSpeed AutoTP; with pipeline > 1, inside each stage (each stage's "
+        "weights split over `tensor` workers; ZeRO stage 0 or 1).",
     )
 
     @model_validator(mode="after")
@@ -72,12 +74,6 @@ class ParallelismSpec(_Spec):
             raise ValueError(
                 f"parallelism.zero_stage={self.zero_stage} with tensor={self.tensor}: "
                 "DeepSpeed's AutoTP training runs with ZeRO stage 0, 1 or 2; set zero_stage: 2"
-            )
-        if self.pipeline > 1 and self.tensor > 1:
-            raise ValueError(
-                f"parallelism.pipeline={self.pipeline} together with tensor={self.tensor} "
-                f"{NOT_YET} (AutoTP's groups do not yet run inside a PipelineModule); keep "
-                "one of them at 1"
             )
         return self
 
@@ -119,7 +115,7 @@ def _choices(workers: int) -> str:
         f"{{data: {workers // (p * t)}, pipeline: {p}, tensor: {t}}}"
         for p in range(1, workers + 1)
         for t in range(1, workers + 1)
-        if workers % (p * t) == 0 and (p == 1 or t == 1)
+        if workers % (p * t) == 0
     ]
     return ", ".join(layouts)
 
@@ -154,4 +150,4 @@ def _check_tensor(job: JobSpec) -> None:
     from deepyard.train import tensor_parallel
 
     par = job.parallelism
-    tensor_parallel.check(job.model.name, job.model.args, par.tensor, par.pipeline)
+    tensor_parallel.check(job.model.name, job.model.args, par.tensor)

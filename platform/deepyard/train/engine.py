@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from deepyard.spec import JobSpec
-from deepyard.train import tensor_parallel
+from deepyard.train import pipe_clip, stage_tensor, tensor_parallel
 
 
 def deepspeed_config(spec: JobSpec) -> dict[str, Any]:
@@ -128,9 +128,12 @@ def build_engine(
     import deepspeed
 
     config = deepspeed_config(spec)
-    config = tensor_parallel.with_tensor_parallel(
-        config, spec.model.name, spec.model.args, model, spec.parallelism.tensor
-    )
+    if spec.parallelism.pipeline == 1:
+        config = tensor_parallel.with_tensor_parallel(
+            config, spec.model.name, spec.model.args, model, spec.parallelism.tensor
+        )
+    else:  # in stages, train.stage_tensor has split the layers already
+        config = stage_tensor.with_stage_tensor(config, spec.parallelism.tensor)
     if load_universal:
         config["checkpoint"] = {**config.get("checkpoint", {}), "load_universal": True}
     optimizer = build_optimizer(spec, model)
@@ -141,4 +144,5 @@ def build_engine(
         lr_scheduler=scheduler,
         config=config,
     )
+    pipe_clip.install(engine)  # DeepSpeed's own norm misses later stages without ZeRO
     return engine

@@ -124,7 +124,8 @@ def _model_parallel_role(engine: Any) -> _Role | None:
         return _Role(
             grid.data_parallel_id,
             grid.data_parallel_size,
-            engine.is_last_stage(),  # the only stage that sees outputs
+            # the only stage that sees outputs; its tensor ranks all see the same ones
+            engine.is_last_stage() and grid.get_slice_parallel_rank() == 0,
             partial(pipeline.eval_forward, engine),
             (first, grid.get_data_parallel_group()),
         )

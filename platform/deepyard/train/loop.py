@@ -32,7 +32,7 @@ from deepyard.telemetry.flops import (
     forward_flops_per_token,
     peak_flops_per_device,
 )
-from deepyard.train import checkpointing, pipeline
+from deepyard.train import checkpointing, pipeline, stage_tensor
 from deepyard.train.control import Control, Faults
 from deepyard.train.dist import WorkerContext, init_process_group, sum_over_ranks
 from deepyard.train.plan import AttemptPlan
@@ -191,6 +191,7 @@ def train(
         **token_rate(tokens, step_times),
         **({"eval_classes": parts.eval_classes} if parts.eval_classes else {}),
         **({"pipeline_stages": parts.stages} if parts.stages else {}),
+        **_layout_entry(spec),
         "outcome": outcome,
     }
 
@@ -253,7 +254,7 @@ def build_parts(
         engine,
         total_steps,
         DTYPES[spec.training.precision],
-        sum(p.numel() for p in model.parameters()),
+        sum(stage_tensor.whole_numel(p) for p in model.parameters()),
         saves,
         flops_per_sample,
         _peak(spec, device, ctx.world_size),
@@ -361,6 +362,13 @@ def _total_steps(spec: JobSpec, batches: engines.Loader) -> int:
         )
     assert spec.training.epochs is not None
     return spec.training.epochs * per_epoch
+
+
+def _layout_entry(spec: JobSpec) -> dict[str, Any]:
+    """The summary's `parallelism` of a model split over ranks: {data, pipeline, tensor}
+    (replicas = workers / (pipeline x tensor)); nothing for data parallelism."""
+    layout = Layout.of(spec)
+    return {"parallelism": layout.describe()} if layout.model_parallel else {}
 
 
 def _pad_id(batches: engines.Loader) -> int | None:

@@ -38,6 +38,7 @@ from torch import nn
 
 from deepyard.models import layer_init
 from deepyard.tasks.base import StepResult, Task, count_tokens, to_device
+from deepyard.train import stage_tensor
 from deepyard.train.evaluate import pad_argument
 
 PARTITION = {"parameters": "parameters", "layers": "uniform"}  # spec → DeepSpeed's method
@@ -57,14 +58,12 @@ def build_module(model: nn.Module, spec: Any, task: Task, pad_id: int | None) ->
     device; this stage's layers are materialised here), with `task`'s loss."""
     import torch.distributed as dist
     from deepspeed.pipe import PipelineModule
-    from deepspeed.runtime.pipe.topology import PipeDataParallelTopology
 
     layers: list[nn.Module] = model.layers()  # type: ignore[operator]
     specs = stage_specs(layers)
     num_stages = spec.parallelism.pipeline
     method = PARTITION[spec.parallelism.pipeline_partition]
-    world = dist.get_world_size()
-    topology = PipeDataParallelTopology(num_pp=num_stages, num_dp=world // num_stages)
+    topology = stage_tensor.topology(num_stages, spec.parallelism.tensor, dist.get_world_size())
     bounds = partition(specs, num_stages, method)
     stage = topology.get_coord(dist.get_rank()).pipe
     own = range(bounds[stage], bounds[stage + 1])
@@ -88,6 +87,8 @@ def build_module(model: nn.Module, spec: Any, task: Task, pad_id: int | None) ->
     logging.getLogger(__name__).debug("%s", printed.getvalue())
     if [int(b) for b in module.parts] != bounds:  # materialised other layers than it runs
         raise RuntimeError(f"DeepSpeed cut stages at {module.parts}, deepyard at {bounds}")
+    if spec.parallelism.tensor > 1:  # this stage's Linears become shards (train.stage_tensor)
+        stage_tensor.split_model(spec.model.name, model, module._grid.get_slice_parallel_group())
     return module
 
 
@@ -110,7 +111,7 @@ def stages(module: nn.Module, layers: list[nn.Module]) -> list[dict[str, Any]]:
     out = []
     for start, stop in itertools.pairwise(bounds):
         kept = layers[start:stop]
-        params = {id(p): p.numel() for layer in kept for p in layer.parameters()}
+        params = {id(p): stage_tensor.whole_numel(p) for layer in kept for p in layer.parameters()}
         out.append(
             {
                 "layers": [start, stop],

@@ -32,19 +32,14 @@ from deepyard.models.tensor_plans import Split, TensorPlan
 from deepyard.train.topology import Layout
 
 
-def check(model_name: str, args: dict[str, Any], tensor: int, pipeline: int = 1) -> None:
+def check(model_name: str, args: dict[str, Any], tensor: int) -> None:
     """Spec-time check of `parallelism.tensor` against the model: it has a plan, and
     every width the plan splits divides by `tensor`. Raises ValueError naming the field
     and the fix. The vocabulary needs no check: the embedding and the LM head tied to it
-    stay whole on every rank."""
+    stay whole on every rank. With pipeline stages too, the same plan splits each stage's
+    layers (deepyard.train.stage_tensor)."""
     if tensor == 1:
         return
-    if pipeline > 1:
-        raise ValueError(
-            f"parallelism.tensor={tensor} with parallelism.pipeline={pipeline}: DeepSpeed "
-            "AutoTP replaces the pipeline engine's process groups with its own (data, "
-            "tensor) mesh, so the two do not combine; use pipeline: 1 or tensor: 1"
-        )
     plan = _plan(model_name, tensor)
     for field, width in plan.widths(args).items():
         if width % tensor:
@@ -105,6 +100,14 @@ def deepspeed_section(
             },
         }
     }
+
+
+def verified_plan(model_name: str, model: nn.Module, tensor: int) -> TensorPlan:
+    """The plan of `model_name`, checked against the built (or meta) `model` as
+    `deepspeed_section` checks it; for tensor splits inside pipeline stages."""
+    plan = _plan(model_name, tensor)
+    _verify(model_name, plan, model, tensor)
+    return plan
 
 
 def data_parallel_coords(rank: int, world: int, tensor: int) -> tuple[int, int]:

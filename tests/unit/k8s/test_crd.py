@@ -158,9 +158,9 @@ BROKEN: dict[str, list[tuple[str, Any]]] = {
 ONE_STAGE_EACH = [("resources.num_workers", 4), ("parallelism", {"zero_stage": 1, "pipeline": 2})]
 BROKEN_GPT: dict[str, list[tuple[str, Any]]] = {  # the same, from GPT
     "pipeline-with-zero-2": [("parallelism.pipeline", 2)],
-    "pipeline-with-tensor": [
+    "pipeline-and-tensor-with-zero-2": [
         ("resources.num_workers", 4),
-        ("parallelism", {"zero_stage": 1, "pipeline": 2, "tensor": 2}),
+        ("parallelism", {"zero_stage": 2, "pipeline": 2, "tensor": 2}),
     ],
     "layout-product": [("parallelism", {"zero_stage": 1, "data": 2, "pipeline": 2})],
     "layout-indivisible": [
@@ -266,8 +266,9 @@ def test_what_only_pydantic_sees_passes_the_api_server() -> None:
         {"zero_stage": 1, "pipeline": 2},
         {"zero_stage": 1, "data": 2, "pipeline": 2},
         {"zero_stage": 0, "pipeline": 4, "pipeline_partition": "layers"},
+        {"zero_stage": 1, "pipeline": 2, "tensor": 2},
     ],
-    ids=["pipeline", "data-and-pipeline", "four-stages"],
+    ids=["pipeline", "data-and-pipeline", "four-stages", "pipeline-and-tensor"],
 )
 def test_a_pipeline_trainjob_is_accepted(parallelism) -> None:
     manifest = changed(GPT, "resources.num_workers", 4)

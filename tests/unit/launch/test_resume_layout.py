@@ -105,6 +105,29 @@ def test_a_zero_0_pipeline_checkpoint_resumes_only_on_its_layout() -> None:
         _check_resumable(job(2, "tensor: 2"), manifest(2, "pipeline: 2"), "ckpt")
 
 
+@pytest.mark.parametrize(
+    ("saved", "now"),
+    [
+        ((4, "pipeline: 2, tensor: 2, zero_stage: 1"), (1, "zero_stage: 1")),
+        (
+            (4, "pipeline: 2, tensor: 2, zero_stage: 1"),
+            (8, "data: 2, pipeline: 2, tensor: 2, zero_stage: 1"),
+        ),
+        ((2, "pipeline: 2, zero_stage: 1"), (4, "pipeline: 2, tensor: 2, zero_stage: 1")),
+    ],
+)
+def test_stages_and_slices_together_resume_only_on_their_layout(
+    saved: tuple[int, str], now: tuple[int, str]
+) -> None:
+    """A stage's tensor slices are deepyard's own layers (train/stage_tensor.py), which
+    leave DeepSpeed's universal conversion no record of how they were cut."""
+    with pytest.raises(CheckpointError) as info:
+        _check_resumable(job(*now), manifest(*saved), "ckpt")
+    message = str(info.value)
+    assert "pipeline stages and tensor slices together resume" in message
+    assert "--restart" in message
+
+
 def test_the_same_stages_cut_elsewhere_are_refused() -> None:
     saved = manifest(2, "pipeline: 2, zero_stage: 1")
     now = job(2, "pipeline: 2, zero_stage: 1, pipeline_partition: layers")

@@ -99,10 +99,29 @@ def test_a_gan_cannot_be_staged() -> None:
     assert "trains as a gan task, which runs several engines" in message
 
 
-def test_pipeline_with_tensor_is_one_clear_refusal() -> None:
-    message = error(gpt(4, "  pipeline: 2\n  tensor: 2\n"))
-    assert "parallelism.pipeline=2 together with tensor=2" in message
-    assert "keep one of them at 1" in message
+@pytest.mark.parametrize(("workers", "replicas"), [(4, 1), (8, 2)])
+def test_pipeline_and_tensor_combine(workers: int, replicas: int) -> None:
+    """Stages split by tensor slices: the ranks of a pipeline and of its tensor groups
+    read one replica's rows, so the global batch counts replicas only."""
+    spec = load_text(gpt(workers, "  pipeline: 2\n  tensor: 2\n  zero_stage: 1\n"), "job.yaml")
+    assert (spec.data_parallel_size, spec.parallelism.model_parallel) == (replicas, 4)
+    assert spec.global_batch_size == 4 * 4 * replicas
+
+
+def test_pipeline_and_tensor_keep_the_pipelines_zero_limit() -> None:
+    message = error(gpt(4, "  pipeline: 2\n  tensor: 2\n  zero_stage: 2\n"))
+    assert "parallelism.zero_stage=2 with pipeline=2" in message
+    assert "set zero_stage: 1" in message
+
+
+def test_pipeline_and_tensor_check_the_widths_against_the_tensor_degree() -> None:
+    message = error(gpt(6, "  pipeline: 2\n  tensor: 3\n"))  # tiny: 2 heads
+    assert "model.args.n_head=2 for model gpt must divide by parallelism.tensor=3" in message
+
+
+def test_pipeline_and_tensor_layouts_are_listed() -> None:
+    message = error(gpt(8, "  data: 4\n  pipeline: 2\n  tensor: 2\n"))
+    assert "{data: 2, pipeline: 2, tensor: 2}" in message
 
 
 def test_tensor_parallel_ranks_share_rows() -> None:

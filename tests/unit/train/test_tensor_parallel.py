@@ -60,9 +60,14 @@ def test_heads_that_do_not_split_name_the_field_and_the_choices(args, tensor, me
         tensor_parallel.check("gpt", args, tensor)
 
 
-def test_pipeline_and_tensor_together_are_refused() -> None:
-    with pytest.raises(ValueError, match="use pipeline: 1 or tensor: 1"):
-        tensor_parallel.check("gpt", {}, 2, pipeline=2)
+def test_the_plan_checked_for_stage_slices_is_the_models() -> None:
+    """Pipeline stages split by the same plan, checked against the whole (meta) model."""
+    from deepyard.models.layer_init import build_on_meta
+
+    model = build_on_meta("gpt", {"size": "tiny"}, (16,), 2, Vocab(50, 0))
+    assert tensor_parallel.verified_plan("gpt", model, 2) is tensor_plans.get("gpt")
+    with pytest.raises(ValueError, match=re.escape("splits 64 features over parallelism.tensor=3")):
+        tensor_parallel.verified_plan("gpt", model, 3)
 
 
 def test_deepspeed_reads_the_section_as_the_plan_says() -> None:
