@@ -98,9 +98,19 @@ def runs(spec: Path, tmp_path_factory: pytest.TempPathFactory) -> Runs:
     return Runs(spec, tmp_path_factory.mktemp("pipeline-runs"))
 
 
-def test_two_stages_train_the_curve_of_one_process(runs: Runs) -> None:
+COMPUTE = "parallelism.pipeline_partition=compute"
+
+
+@pytest.mark.parametrize(
+    ("key", "partition"),
+    [("staged", []), ("by-compute", [COMPUTE])],
+    ids=["by-parameters", "by-compute"],
+)
+def test_two_stages_train_the_curve_of_one_process(
+    runs: Runs, key: str, partition: list[str]
+) -> None:
     single, _ = runs.get("single", workers=1)
-    staged, _ = runs.get("staged", "parallelism.pipeline=2")
+    staged, _ = runs.get(key, "parallelism.pipeline=2", *partition)
     assert single.code == 0, single.stderr[-3000:]
     assert staged.code == 0, staged.stderr[-3000:]
     one, two = single.losses(), staged.losses()
@@ -131,6 +141,15 @@ def test_stages_split_by_parameters_or_by_layer_count(runs: Runs) -> None:
     # balanced by parameters, each stage takes one end and two blocks.
     assert [s["layers"] for s in stages] == [[0, 4], [4, 8]]
     assert stages[0]["parameters"] == pytest.approx(stages[1]["parameters"], rel=0.01)
+    # In FLOPs the head (2 x 30,522 x 32 per token) outweighs the 4 blocks: 94% of the
+    # forward; each stage's share is in the summary whatever the method.
+    assert sum(s["flops_share"] for s in stages) == pytest.approx(1.0, abs=1e-3)
+    by_compute, _ = runs.get("by-compute", "parallelism.pipeline=2", COMPUTE)
+    assert by_compute.code == 0, by_compute.stderr[-3000:]
+    cut = by_compute.summary["pipeline_stages"]
+    assert [s["layers"] for s in cut] == [[0, 7], [7, 8]]
+    assert cut[1]["kinds"] == ["Linear"] and cut[1]["flops_share"] == pytest.approx(0.9445, 1e-3)
+    assert stages[1]["flops_share"] > cut[1]["flops_share"]  # the head stage lost 2 blocks
 
 
 def test_preempted_pipeline_resumes_exactly(runs: Runs, tmp_path: Path) -> None:

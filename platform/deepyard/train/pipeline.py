@@ -5,8 +5,8 @@ is its forward (`GPT.layers()`; registered with `pipeline=True`). The builder he
 - wraps each layer for DeepSpeed; layers that share a parameter (a GPT's embedding and
   its tied LM head) become one `TiedLayerSpec`, so each stage holding one keeps a copy
   and DeepSpeed all-reduces the tied gradient between them;
-- cuts the layers into `parallelism.pipeline` stages, balanced by parameter count or by
-  layer count;
+- cuts the layers into `parallelism.pipeline` stages, balanced by parameter count, by
+  layer count or by forward FLOPs (deepyard.train.pipeline_cut);
 - computes the task's own loss on the last stage.
 
 The model arrives built on the meta device (deepyard.models.layer_init): each rank gives
@@ -40,8 +40,6 @@ from deepyard.models import layer_init
 from deepyard.tasks.base import StepResult, Task, count_tokens, to_device
 from deepyard.train.evaluate import pad_argument
 
-PARTITION = {"parameters": "parameters", "layers": "uniform"}  # spec → DeepSpeed's method
-
 
 class _Existing(nn.Module):
     """`LayerSpec` takes a module class to build; this one "builds" a module that exists
@@ -52,20 +50,26 @@ class _Existing(nn.Module):
         return module
 
 
-def build_module(model: nn.Module, spec: Any, task: Task, pad_id: int | None) -> nn.Module:
+def build_module(
+    model: nn.Module, spec: Any, task: Task, pad_id: int | None, input_shape: tuple[int, ...]
+) -> nn.Module:
     """The DeepSpeed PipelineModule of this rank's stage of `model` (built on the meta
-    device; this stage's layers are materialised here), with `task`'s loss."""
+    device; this stage's layers are materialised here), with `task`'s loss. `input_shape`:
+    one sample's (the data's), for the layers' FLOPs."""
     import torch.distributed as dist
-    from deepspeed.pipe import PipelineModule
     from deepspeed.runtime.pipe.topology import PipeDataParallelTopology
+
+    from deepyard.models.registry import get
+    from deepyard.train import pipeline_cut
 
     layers: list[nn.Module] = model.layers()  # type: ignore[operator]
     specs = stage_specs(layers)
-    num_stages = spec.parallelism.pipeline
-    method = PARTITION[spec.parallelism.pipeline_partition]
+    num_stages, method = spec.parallelism.pipeline, spec.parallelism.pipeline_partition
     world = dist.get_world_size()
     topology = PipeDataParallelTopology(num_pp=num_stages, num_dp=world // num_stages)
-    bounds = partition(specs, num_stages, method)
+    tokens = get(spec.model.name).inputs == "tokens"
+    flops = pipeline_cut.counted_flops(spec.model.name, layers, input_shape, tokens, method)
+    bounds = pipeline_cut.cut(specs, flops, num_stages, method)
     stage = topology.get_coord(dist.get_rank()).pipe
     own = range(bounds[stage], bounds[stage + 1])
     layer_init.materialise(model, own, spec.training.seed, layers=layers)
@@ -78,11 +82,12 @@ def build_module(model: nn.Module, spec: Any, task: Task, pad_id: int | None) ->
     # no_grad: DeepSpeed broadcasts the tied weights in place at construction, which
     # autograd would otherwise record into the weights' graph.
     with contextlib.redirect_stdout(printed), torch.no_grad():
-        module = PipelineModule(
+        module = pipeline_cut.CutPipelineModule(
+            bounds,
+            flops,
             layers=specs,
             topology=topology,
             loss_fn=loss,
-            partition_method=method,
             dynamic_shape=True,  # token batches are padded per batch: lengths vary
         )
     logging.getLogger(__name__).debug("%s", printed.getvalue())
@@ -91,24 +96,15 @@ def build_module(model: nn.Module, spec: Any, task: Task, pad_id: int | None) ->
     return module
 
 
-def partition(specs: list[Any], num_stages: int, method: str) -> list[int]:
-    """Where DeepSpeed's PipelineModule cuts `specs` into stages (`method` "uniform" or
-    "parameters", as its `_partition_layers` does), counted on the meta device."""
-    from deepspeed.pipe import LayerSpec
-    from deepspeed.runtime import utils as ds_utils
-
-    if method == "uniform":
-        return [int(b) for b in ds_utils.partition_uniform(len(specs), num_stages)]
-    modules = [s.build() if isinstance(s, LayerSpec) else s for s in specs]
-    counts = [sum(p.numel() for p in m.parameters() if p.requires_grad) for m in modules]
-    return [int(b) for b in ds_utils.partition_balanced(counts, num_stages)]
-
-
 def stages(module: nn.Module, layers: list[nn.Module]) -> list[dict[str, Any]]:
-    """Each stage's layers and parameters, as the run summary reports them."""
+    """Each stage's layers, parameters and share of the forward FLOPs (where they could
+    be counted), as the run summary reports them."""
+    from deepyard.train.pipeline_cut import flops_shares
+
     bounds = [int(b) for b in module.parts]  # type: ignore[union-attr]
+    shares = flops_shares(bounds, getattr(module, "flops_per_layer", None))
     out = []
-    for start, stop in itertools.pairwise(bounds):
+    for stage, (start, stop) in enumerate(itertools.pairwise(bounds)):
         kept = layers[start:stop]
         params = {id(p): p.numel() for layer in kept for p in layer.parameters()}
         out.append(
@@ -116,6 +112,7 @@ def stages(module: nn.Module, layers: list[nn.Module]) -> list[dict[str, Any]]:
                 "layers": [start, stop],
                 "kinds": [type(layer).__name__ for layer in kept],
                 "parameters": sum(params.values()),
+                **({} if shares is None else {"flops_share": round(shares[stage], 4)}),
             }
         )
     return out

@@ -61,7 +61,8 @@ def _stage(rank: int, world: int, stages: int, partition: str, out: str) -> dict
     init_process_group(WorkerContext(rank, world, rank, "127.0.0.1", 0), cpus=1)
     model = _meta_gpt()
     task = tasks.get("language-modeling")
-    module: Any = pipeline.build_module(model, _spec(world, stages, partition), task, VOCAB.pad_id)
+    job = _spec(world, stages, partition)
+    module: Any = pipeline.build_module(model, job, task, VOCAB.pad_id, (8,))
     torch.save(module.state_dict(), Path(out, f"stage{rank}.pt"))
     tied = module.tied_modules["tied_0"].weight if "tied_0" in module.tied_modules else None
     if tied is not None and module.stage_id == stages - 1:
@@ -93,7 +94,7 @@ def _layer_of(key: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize(
     ("world", "stages", "partition"),
-    [(2, 2, "parameters"), (4, 4, "layers"), (4, 2, "layers")],
+    [(2, 2, "parameters"), (4, 4, "layers"), (4, 2, "layers"), (2, 2, "compute")],
 )
 def test_each_stage_holds_only_its_layers_with_the_whole_models_weights(
     tmp_path: Path, world: int, stages: int, partition: str
