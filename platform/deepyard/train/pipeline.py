@@ -17,8 +17,8 @@ whatever the stage count, and no rank allocates the whole model.
 A training step pulls all of the step's micro-batches on every rank (stages other than
 the first and last do not read them, but pulling keeps every rank's data cursor in
 step for checkpoints) and hands them to `engine.train_batch`, which runs DeepSpeed's
-1F1B schedule. Evaluation runs one batch at a time through `engine.eval_batch`; only the
-last stage sees outputs.
+1F1B schedule. Evaluation streams several batches through each `engine.eval_batch` call
+(`eval_stream`); only the last stage sees outputs, and scores each batch's.
 """
 
 from __future__ import annotations
@@ -215,18 +215,40 @@ def train_step(
     return StepResult(float(loss), tokens, time.perf_counter() - started)
 
 
-def eval_forward(engine: Any, inputs: torch.Tensor, labels: torch.Tensor) -> Any:
-    """The pipeline's outputs for one batch: on the last stage; None on the others."""
-    batches: Iterator[Any] = iter([(inputs, (inputs, labels))])
-    # eval_batch adds each output to the training step's loss total unless it is cleared
-    # (DeepSpeed 0.19.8 resets it in train_batch only): logits + a scalar loss fails.
-    engine.total_loss = None
-    _, outputs = engine.eval_batch(
-        batches,
-        return_logits=True,
-        compute_loss=False,
-        reduce_output=None,  # no mean of logits over micro-batches and replicas
-        bcast_loss=False,
-        num_micro_batches=1,
-    )
-    return outputs if engine.is_last_stage() else None
+# Micro-batches per `eval_batch` call, per stage: a call fills and drains the pipeline,
+# so M micro-batches keep the stages busy M / (M + P - 1) of the time (8 x P: over 8/9).
+EVAL_MICRO_BATCHES_PER_STAGE = 8
+
+
+def eval_stream(
+    engine: Any,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    score: Callable[[Any, torch.Tensor, torch.Tensor, torch.Tensor], None],
+) -> None:
+    """Evaluates (inputs, labels, row mask) batches, several micro-batches per
+    `eval_batch` call (the training's gradient_accumulation, or 8 per stage if more; the
+    last call shorter); the last stage calls `score(outputs, inputs, labels, mask)` for
+    each micro-batch as its outputs come out. Every rank of the replica pulls the same
+    batches; every replica must make as many calls (DeepSpeed starts each with a barrier
+    over all ranks): the eval shards have equal lengths."""
+    per_call = max(engine.micro_batches, EVAL_MICRO_BATCHES_PER_STAGE * engine.num_stages)
+    module = engine.module
+    training_loss = module.loss_fn
+
+    def scored(outputs: Any, targets: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        score(outputs, *targets)
+        return torch.zeros((), device=targets[0].device)  # what DeepSpeed adds up
+
+    module.loss_fn = scored  # the last stage's loss_fn sees each micro-batch's outputs
+    try:
+        while chunk := list(itertools.islice(batches, per_call)):
+            micro = ((inputs, (inputs, labels, mask)) for inputs, labels, mask in chunk)
+            engine.eval_batch(
+                micro,
+                compute_loss=True,  # through `scored`
+                reduce_output=None,  # no mean over micro-batches and replicas
+                bcast_loss=False,
+                num_micro_batches=len(chunk),
+            )
+    finally:
+        module.loss_fn = training_loss
