@@ -123,14 +123,14 @@ def stage_specs(layers: list[nn.Module]) -> list[Any]:
     parameter with an earlier one, which become `TiedLayerSpec`s of that earlier layer."""
     from deepspeed.pipe import TiedLayerSpec
 
-    ties, users = _ties(layers)
+    tied = layer_init.ties(layers)
     specs: list[Any] = []
     for index, layer in enumerate(layers):
-        first = users.get(index, index)
-        if first not in ties:
+        first = tied.owner[index]
+        if first not in tied.shared:
             specs.append(layer)
             continue
-        attrs = sorted(ties[first])
+        attrs = tied.shared[first]
         key = f"tied_{first}"
         if first == index:
             specs.append(TiedLayerSpec(key, _Existing, layer, tied_weight_attr=attrs))
@@ -144,24 +144,6 @@ def stage_specs(layers: list[nn.Module]) -> list[Any]:
     return specs
 
 
-def _ties(layers: list[nn.Module]) -> tuple[dict[int, set[str]], dict[int, int]]:
-    """Layers that share parameters: each first user's shared parameter names, and each
-    later user's first user."""
-    owner: dict[int, tuple[int, str]] = {}  # parameter id → (first layer, its name there)
-    for index, layer in enumerate(layers):
-        for name, parameter in layer.named_parameters():
-            owner.setdefault(id(parameter), (index, name))
-    ties: dict[int, set[str]] = defaultdict(set)  # first layer → its shared parameters
-    users: dict[int, int] = {}  # a later layer → the first layer it shares with
-    for index, layer in enumerate(layers):
-        for parameter in layer.parameters():
-            first, name = owner[id(parameter)]
-            if first != index:
-                ties[first].add(name)
-                users[index] = first
-    return ties, users
-
-
 def stage_names(model: nn.Module) -> dict[str, str]:
     """Each entry of the model's state (parameters and buffers, every name of a tied one)
     → its name in the PipelineModule that `build_module` makes of it: `<layer index>.<name
@@ -169,16 +151,16 @@ def stage_names(model: nn.Module) -> dict[str, str]:
     weights. They do not depend on the stage count, so they carry a checkpoint across
     layouts."""
     layers: list[nn.Module] = model.layers()  # type: ignore[operator]
-    ties, users = _ties(layers)
+    tied = layer_init.ties(layers)
     whole: dict[int, list[str]] = defaultdict(list)
     for name, tensor in model.state_dict(keep_vars=True).items():
         whole[id(tensor)].append(name)
     names: dict[str, str] = {}
     for index, layer in enumerate(layers):
-        first = users.get(index, index)
-        if first != index and first in ties:
+        first = tied.owner[index]
+        if first != index:
             continue  # a later user: its module is the first user's
-        prefix = f"tied_modules.tied_{first}" if first in ties else str(index)
+        prefix = f"tied_modules.tied_{first}" if first in tied.shared else str(index)
         for local, tensor in layer.state_dict(keep_vars=True).items():
             for name in whole[id(tensor)]:
                 names.setdefault(name, f"{prefix}.{local}")
