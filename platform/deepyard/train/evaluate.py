@@ -4,7 +4,7 @@ gathered from all of them (rank after rank), then the task's `finish` makes metr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -66,6 +66,11 @@ def run_eval(
 
 
 Scored = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # inputs, labels, row mask
+Score = Callable[[Any, torch.Tensor, torch.Tensor, torch.Tensor], None]
+# Runs batches through a split model; calls the scorer with each batch's outputs where
+# this rank sees them (a pipeline's last stage).
+Stream = Callable[[Iterator[Batch], Score], None]
 
 
 def _score_shard(
@@ -77,27 +82,36 @@ def _score_shard(
     batch_size: int,
     device: torch.device,
     dtype: torch.dtype,
-    forward: Any = None,
+    stream: Stream | None = None,
 ) -> Scored:
-    """This shard's sums, rows and row mask; `forward(batch, labels)` gives the outputs
-    (default: the engine's forward), None on a rank that computes no outputs."""
+    """This shard's sums, rows and row mask, from the outputs of the engine's forward on
+    each batch, or of `stream` (the batches it scores)."""
     sums: dict[str, torch.Tensor] = {}
     rows: dict[str, list[torch.Tensor]] = {}
     masks: list[torch.Tensor] = []
-    for inputs, labels, mask in eval_batches(data, shard, shards, batch_size):
-        # Token ids stay integers; features take the training precision.
-        batch = inputs.to(device) if inputs.dtype == torch.long else inputs.to(device, dtype)
-        outputs = engine(batch) if forward is None else forward(batch, labels.to(device))
-        if outputs is None:
-            continue
-        part = task.eval_batch(
-            outputs, batch, labels.to(device), mask.to(device), **pad_argument(data.pad_id)
-        )
+
+    def score(outputs: Any, batch: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> None:
+        part = task.eval_batch(outputs, batch, labels, mask, **pad_argument(data.pad_id))
         for name, value in part.sums.items():
             sums[name] = sums.get(name, 0) + value.detach().double().cpu()
         for name, value in part.rows.items():
             rows.setdefault(name, []).append(value.detach().cpu())
-        masks.append(mask)
+        masks.append(mask.cpu())
+
+    batches = (
+        # Token ids stay integers; features take the training precision.
+        (
+            inputs.to(device) if inputs.dtype == torch.long else inputs.to(device, dtype),
+            labels.to(device),
+            mask.to(device),
+        )
+        for inputs, labels, mask in eval_batches(data, shard, shards, batch_size)
+    )
+    if stream is None:
+        for batch, labels, mask in batches:
+            score(engine(batch), batch, labels, mask)
+    else:
+        stream(batches, score)
     mask_all = torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool)
     return sums, {name: torch.cat(parts) for name, parts in rows.items()}, mask_all
 
@@ -110,7 +124,7 @@ class _Role:
     replica: int
     replicas: int
     scores: bool
-    forward: Callable[[torch.Tensor, torch.Tensor], Any]
+    stream: Stream | None = None  # None: every rank runs the engine's forward per batch
     buffers_from: tuple[int, Any] | None = None  # (source rank, group) for batch-norm stats
 
 
@@ -126,7 +140,7 @@ def _model_parallel_role(engine: Any) -> _Role | None:
             grid.data_parallel_size,
             # the only stage that sees outputs; its tensor ranks all see the same ones
             engine.is_last_stage() and grid.get_slice_parallel_rank() == 0,
-            partial(pipeline.eval_forward, engine),
+            partial(pipeline.eval_stream, engine),
             (first, grid.get_data_parallel_group()),
         )
     tensor = getattr(engine, "autotp_size", lambda: 1)()
@@ -136,7 +150,7 @@ def _model_parallel_role(engine: Any) -> _Role | None:
         # Every rank of a group computes the same outputs (the row-parallel layers
         # all-reduce): the group's first rank scores them. Models with a tensor plan hold
         # no buffers, so there are no statistics to align.
-        return _Role(replica, replicas, rank % tensor == 0, lambda batch, _: engine(batch))
+        return _Role(replica, replicas, rank % tensor == 0)
     return None
 
 
@@ -158,7 +172,7 @@ def _run_model_parallel_eval(
             dist.broadcast(buffer.data, src=source, group=group)
     engine.eval()
     scored = _score_shard(
-        task, engine, data, role.replica, role.replicas, batch_size, device, dtype, role.forward
+        task, engine, data, role.replica, role.replicas, batch_size, device, dtype, role.stream
     )
     engine.train()
     everyone: list[Scored | None] = [None] * dist.get_world_size()

@@ -233,7 +233,7 @@ def build_parts(
     universal = checkpointing.wants_universal(plan, layout)
     staged, stages = model, None
     if spec.parallelism.pipeline > 1:
-        staged = pipeline.build_module(model, spec, task, source.pad_id)
+        staged = pipeline.build_module(model, spec, task, source.pad_id, source.input_shape)
         stages = pipeline.stages(staged, model.layers())  # type: ignore[operator]
     engine = task.build_engine(spec, staged, total_steps, universal)
     say({"type": "phase", "name": "engine_ready", "t": time.time()})

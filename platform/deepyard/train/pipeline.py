@@ -5,8 +5,8 @@ is its forward (`GPT.layers()`; registered with `pipeline=True`). The builder he
 - wraps each layer for DeepSpeed; layers that share a parameter (a GPT's embedding and
   its tied LM head) become one `TiedLayerSpec`, so each stage holding one keeps a copy
   and DeepSpeed all-reduces the tied gradient between them;
-- cuts the layers into `parallelism.pipeline` stages, balanced by parameter count or by
-  layer count;
+- cuts the layers into `parallelism.pipeline` stages, balanced by parameter count, by
+  layer count or by forward FLOPs (deepyard.train.pipeline_cut);
 - computes the task's own loss on the last stage.
 
 The model arrives built on the meta device (deepyard.models.layer_init): each rank gives
@@ -17,8 +17,8 @@ whatever the stage count, and no rank allocates the whole model.
 A training step pulls all of the step's micro-batches on every rank (stages other than
 the first and last do not read them, but pulling keeps every rank's data cursor in
 step for checkpoints) and hands them to `engine.train_batch`, which runs DeepSpeed's
-1F1B schedule. Evaluation runs one batch at a time through `engine.eval_batch`; only the
-last stage sees outputs.
+1F1B schedule. Evaluation streams several batches through each `engine.eval_batch` call
+(`eval_stream`); only the last stage sees outputs, and scores each batch's.
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ from deepyard.tasks.base import StepResult, Task, count_tokens, to_device
 from deepyard.train import stage_tensor
 from deepyard.train.evaluate import pad_argument
 
-PARTITION = {"parameters": "parameters", "layers": "uniform"}  # spec → DeepSpeed's method
-
 
 class _Existing(nn.Module):
     """`LayerSpec` takes a module class to build; this one "builds" a module that exists
@@ -53,18 +51,24 @@ class _Existing(nn.Module):
         return module
 
 
-def build_module(model: nn.Module, spec: Any, task: Task, pad_id: int | None) -> nn.Module:
+def build_module(
+    model: nn.Module, spec: Any, task: Task, pad_id: int | None, input_shape: tuple[int, ...]
+) -> nn.Module:
     """The DeepSpeed PipelineModule of this rank's stage of `model` (built on the meta
-    device; this stage's layers are materialised here), with `task`'s loss."""
+    device; this stage's layers are materialised here), with `task`'s loss. `input_shape`:
+    one sample's (the data's), for the layers' FLOPs."""
     import torch.distributed as dist
-    from deepspeed.pipe import PipelineModule
+
+    from deepyard.models.registry import get
+    from deepyard.train import pipeline_cut
 
     layers: list[nn.Module] = model.layers()  # type: ignore[operator]
     specs = stage_specs(layers)
-    num_stages = spec.parallelism.pipeline
-    method = PARTITION[spec.parallelism.pipeline_partition]
+    num_stages, method = spec.parallelism.pipeline, spec.parallelism.pipeline_partition
     topology = stage_tensor.topology(num_stages, spec.parallelism.tensor, dist.get_world_size())
-    bounds = partition(specs, num_stages, method)
+    tokens = get(spec.model.name).inputs == "tokens"
+    flops = pipeline_cut.counted_flops(spec.model.name, layers, input_shape, tokens, method)
+    bounds = pipeline_cut.cut(specs, flops, num_stages, method)
     stage = topology.get_coord(dist.get_rank()).pipe
     own = range(bounds[stage], bounds[stage + 1])
     layer_init.materialise(model, own, spec.training.seed, layers=layers)
@@ -77,11 +81,12 @@ def build_module(model: nn.Module, spec: Any, task: Task, pad_id: int | None) ->
     # no_grad: DeepSpeed broadcasts the tied weights in place at construction, which
     # autograd would otherwise record into the weights' graph.
     with contextlib.redirect_stdout(printed), torch.no_grad():
-        module = PipelineModule(
+        module = pipeline_cut.CutPipelineModule(
+            bounds,
+            flops,
             layers=specs,
             topology=topology,
             loss_fn=loss,
-            partition_method=method,
             dynamic_shape=True,  # token batches are padded per batch: lengths vary
         )
     logging.getLogger(__name__).debug("%s", printed.getvalue())
@@ -92,24 +97,15 @@ def build_module(model: nn.Module, spec: Any, task: Task, pad_id: int | None) ->
     return module
 
 
-def partition(specs: list[Any], num_stages: int, method: str) -> list[int]:
-    """Where DeepSpeed's PipelineModule cuts `specs` into stages (`method` "uniform" or
-    "parameters", as its `_partition_layers` does), counted on the meta device."""
-    from deepspeed.pipe import LayerSpec
-    from deepspeed.runtime import utils as ds_utils
-
-    if method == "uniform":
-        return [int(b) for b in ds_utils.partition_uniform(len(specs), num_stages)]
-    modules = [s.build() if isinstance(s, LayerSpec) else s for s in specs]
-    counts = [sum(p.numel() for p in m.parameters() if p.requires_grad) for m in modules]
-    return [int(b) for b in ds_utils.partition_balanced(counts, num_stages)]
-
-
 def stages(module: nn.Module, layers: list[nn.Module]) -> list[dict[str, Any]]:
-    """Each stage's layers and parameters, as the run summary reports them."""
+    """Each stage's layers, parameters and share of the forward FLOPs (where they could
+    be counted), as the run summary reports them."""
+    from deepyard.train.pipeline_cut import flops_shares
+
     bounds = [int(b) for b in module.parts]  # type: ignore[union-attr]
+    shares = flops_shares(bounds, getattr(module, "flops_per_layer", None))
     out = []
-    for start, stop in itertools.pairwise(bounds):
+    for stage, (start, stop) in enumerate(itertools.pairwise(bounds)):
         kept = layers[start:stop]
         params = {id(p): stage_tensor.whole_numel(p) for layer in kept for p in layer.parameters()}
         out.append(
@@ -117,6 +113,7 @@ def stages(module: nn.Module, layers: list[nn.Module]) -> list[dict[str, Any]]:
                 "layers": [start, stop],
                 "kinds": [type(layer).__name__ for layer in kept],
                 "parameters": sum(params.values()),
+                **({} if shares is None else {"flops_share": round(shares[stage], 4)}),
             }
         )
     return out
@@ -127,14 +124,14 @@ def stage_specs(layers: list[nn.Module]) -> list[Any]:
     parameter with an earlier one, which become `TiedLayerSpec`s of that earlier layer."""
     from deepspeed.pipe import TiedLayerSpec
 
-    ties, users = _ties(layers)
+    tied = layer_init.ties(layers)
     specs: list[Any] = []
     for index, layer in enumerate(layers):
-        first = users.get(index, index)
-        if first not in ties:
+        first = tied.owner[index]
+        if first not in tied.shared:
             specs.append(layer)
             continue
-        attrs = sorted(ties[first])
+        attrs = tied.shared[first]
         key = f"tied_{first}"
         if first == index:
             specs.append(TiedLayerSpec(key, _Existing, layer, tied_weight_attr=attrs))
@@ -148,24 +145,6 @@ def stage_specs(layers: list[nn.Module]) -> list[Any]:
     return specs
 
 
-def _ties(layers: list[nn.Module]) -> tuple[dict[int, set[str]], dict[int, int]]:
-    """Layers that share parameters: each first user's shared parameter names, and each
-    later user's first user."""
-    owner: dict[int, tuple[int, str]] = {}  # parameter id → (first layer, its name there)
-    for index, layer in enumerate(layers):
-        for name, parameter in layer.named_parameters():
-            owner.setdefault(id(parameter), (index, name))
-    ties: dict[int, set[str]] = defaultdict(set)  # first layer → its shared parameters
-    users: dict[int, int] = {}  # a later layer → the first layer it shares with
-    for index, layer in enumerate(layers):
-        for parameter in layer.parameters():
-            first, name = owner[id(parameter)]
-            if first != index:
-                ties[first].add(name)
-                users[index] = first
-    return ties, users
-
-
 def stage_names(model: nn.Module) -> dict[str, str]:
     """Each entry of the model's state (parameters and buffers, every name of a tied one)
     → its name in the PipelineModule that `build_module` makes of it: `<layer index>.<name
@@ -173,16 +152,16 @@ def stage_names(model: nn.Module) -> dict[str, str]:
     weights. They do not depend on the stage count, so they carry a checkpoint across
     layouts."""
     layers: list[nn.Module] = model.layers()  # type: ignore[operator]
-    ties, users = _ties(layers)
+    tied = layer_init.ties(layers)
     whole: dict[int, list[str]] = defaultdict(list)
     for name, tensor in model.state_dict(keep_vars=True).items():
         whole[id(tensor)].append(name)
     names: dict[str, str] = {}
     for index, layer in enumerate(layers):
-        first = users.get(index, index)
-        if first != index and first in ties:
+        first = tied.owner[index]
+        if first != index:
             continue  # a later user: its module is the first user's
-        prefix = f"tied_modules.tied_{first}" if first in ties else str(index)
+        prefix = f"tied_modules.tied_{first}" if first in tied.shared else str(index)
         for local, tensor in layer.state_dict(keep_vars=True).items():
             for name in whole[id(tensor)]:
                 names.setdefault(name, f"{prefix}.{local}")
@@ -219,18 +198,40 @@ def train_step(
     return StepResult(float(loss), tokens, time.perf_counter() - started)
 
 
-def eval_forward(engine: Any, inputs: torch.Tensor, labels: torch.Tensor) -> Any:
-    """The pipeline's outputs for one batch: on the last stage; None on the others."""
-    batches: Iterator[Any] = iter([(inputs, (inputs, labels))])
-    # eval_batch adds each output to the training step's loss total unless it is cleared
-    # (DeepSpeed 0.19.8 resets it in train_batch only): logits + a scalar loss fails.
-    engine.total_loss = None
-    _, outputs = engine.eval_batch(
-        batches,
-        return_logits=True,
-        compute_loss=False,
-        reduce_output=None,  # no mean of logits over micro-batches and replicas
-        bcast_loss=False,
-        num_micro_batches=1,
-    )
-    return outputs if engine.is_last_stage() else None
+# Micro-batches per `eval_batch` call, per stage: a call fills and drains the pipeline,
+# so M micro-batches keep the stages busy M / (M + P - 1) of the time (8 x P: over 8/9).
+EVAL_MICRO_BATCHES_PER_STAGE = 8
+
+
+def eval_stream(
+    engine: Any,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    score: Callable[[Any, torch.Tensor, torch.Tensor, torch.Tensor], None],
+) -> None:
+    """Evaluates (inputs, labels, row mask) batches, several micro-batches per
+    `eval_batch` call (the training's gradient_accumulation, or 8 per stage if more; the
+    last call shorter); the last stage calls `score(outputs, inputs, labels, mask)` for
+    each micro-batch as its outputs come out. Every rank of the replica pulls the same
+    batches; every replica must make as many calls (DeepSpeed starts each with a barrier
+    over all ranks): the eval shards have equal lengths."""
+    per_call = max(engine.micro_batches, EVAL_MICRO_BATCHES_PER_STAGE * engine.num_stages)
+    module = engine.module
+    training_loss = module.loss_fn
+
+    def scored(outputs: Any, targets: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        score(outputs, *targets)
+        return torch.zeros((), device=targets[0].device)  # what DeepSpeed adds up
+
+    module.loss_fn = scored  # the last stage's loss_fn sees each micro-batch's outputs
+    try:
+        while chunk := list(itertools.islice(batches, per_call)):
+            micro = ((inputs, (inputs, labels, mask)) for inputs, labels, mask in chunk)
+            engine.eval_batch(
+                micro,
+                compute_loss=True,  # through `scored`
+                reduce_output=None,  # no mean over micro-batches and replicas
+                bcast_loss=False,
+                num_micro_batches=len(chunk),
+            )
+    finally:
+        module.loss_fn = training_loss

