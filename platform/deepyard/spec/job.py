@@ -289,6 +289,17 @@ class JobSpec(_Spec):
                     f"deepspeed.{key}={given} contradicts {field}={derived}; "
                     f"remove it from the deepspeed block and set {field} instead"
                 )
+        pipe = self.deepspeed.get("pipeline") or {}
+        par = self.parallelism
+        for key in ("pipe_partitioned", "grad_partitioned"):
+            if par.pipeline > 1 and par.tensor > 1 and isinstance(pipe, dict) and pipe.get(key):
+                raise ValueError(
+                    f"deepspeed.pipeline.{key}=true with parallelism.pipeline {par.pipeline} "
+                    f"x tensor {par.tensor}: deepyard sends whole activations between "
+                    "stages, since DeepSpeed's partitioned sends keep the first "
+                    "micro-batch's shapes and batches vary in length "
+                    "(train/stage_tensor.py); remove it from the deepspeed block"
+                )
 
     @property
     def micro_batch_size(self) -> int:

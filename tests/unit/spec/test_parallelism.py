@@ -106,6 +106,18 @@ def test_pipeline_and_tensor_check_the_widths_against_the_tensor_degree() -> Non
     assert "model.args.n_head=2 for model gpt must divide by parallelism.tensor=3" in message
 
 
+@pytest.mark.parametrize("key", ["pipe_partitioned", "grad_partitioned"])
+def test_pipeline_and_tensor_refuse_partitioned_activation_sends(key: str) -> None:
+    """deepyard turns DeepSpeed's partitioned sends off under P x T (they keep the first
+    micro-batch's shapes); a deepspeed block that asks for them is refused, not ignored."""
+    text = gpt(4, "  pipeline: 2\n  tensor: 2\n  zero_stage: 1\n")
+    message = error(text + f"deepspeed:\n  pipeline: {{{key}: true}}\n")
+    assert f"deepspeed.pipeline.{key}=true with parallelism.pipeline 2 x tensor 2" in message
+    assert "remove it from the deepspeed block" in message
+    load_text(text + f"deepspeed:\n  pipeline: {{{key}: false}}\n", "job.yaml")
+    load_text(gpt(2, "  pipeline: 2\n") + f"deepspeed:\n  pipeline: {{{key}: true}}\n", "j")
+
+
 def test_pipeline_and_tensor_layouts_are_listed() -> None:
     message = error(gpt(8, "  data: 4\n  pipeline: 2\n  tensor: 2\n"))
     assert "{data: 2, pipeline: 2, tensor: 2}" in message
